@@ -1,0 +1,153 @@
+"""Fit calibration maps (:mod:`tilecat.calibrate.calibrators`) on a labelled set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .calibrators import Calibrator, Identity, Isotonic, PitMap, Temperature, normalise_rows
+
+__all__ = ["fit_temperature", "fit_isotonic", "fit_pit_map", "fit_calibrator", "METHODS",
+           "bin_index"]
+
+#: calibration methods of :func:`fit_calibrator`
+METHODS: tuple[str, ...] = ("temperature", "isotonic", "pit", "identity")
+
+
+def fit_temperature(p: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+                    ) -> Temperature:
+    """Temperature minimising the negative log-likelihood of the true classes.
+
+    Parameters
+    ----------
+    p : ndarray, shape (N, K)
+        Uncalibrated probabilities.
+    y : ndarray of int, shape (N,)
+        True class index.
+    bounds : (float, float)
+        Search range of T.
+
+    Returns
+    -------
+    Temperature
+        T = 1 when there are no objects.
+    """
+    from scipy.optimize import minimize_scalar
+
+    p = normalise_rows(p)
+    y = np.asarray(y, np.int64)
+    if p.shape[0] == 0:
+        return Temperature(1.0)
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    logp = np.maximum(logp - logp.max(axis=1, keepdims=True), -745.0)
+    true = logp[np.arange(len(y)), y]
+
+    def loss(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        top = z.max(axis=1)
+        lse = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+        return float((lse - true / np.exp(log_t)).mean())
+
+    res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-7})
+    return Temperature(float(np.round(np.exp(res.x), 6)))
+
+
+def fit_isotonic(p: np.ndarray, y: np.ndarray, decimals: int = 6) -> Isotonic:
+    """One-vs-rest isotonic regression per class (sklearn), stored as thresholds.
+
+    Parameters
+    ----------
+    p : ndarray, shape (N, K)
+    y : ndarray of int, shape (N,)
+    decimals : int
+        Rounding of the stored thresholds (card size).
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    p = normalise_rows(p)
+    y = np.asarray(y, np.int64)
+    xs, ys = [], []
+    for c in range(p.shape[1]):
+        target = (y == c).astype(np.float64)
+        if p.shape[0] == 0 or target.min() == target.max():
+            xs.append((0.0, 1.0))
+            ys.append((0.0, 1.0) if p.shape[0] == 0 else (float(target[0]),) * 2)
+            continue
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p[:, c], target)
+        x = np.round(iso.X_thresholds_, decimals)
+        v = np.round(iso.y_thresholds_, decimals)
+        keep = np.concatenate([[True], np.diff(x) > 0])  # strictly increasing after rounding
+        xs.append(tuple(map(float, x[keep])))
+        ys.append(tuple(map(float, v[keep])))
+    return Isotonic(tuple(xs), tuple(ys))
+
+
+def bin_index(grid: Any, z: np.ndarray) -> np.ndarray:
+    """Index of the grid bin holding each redshift (clipped to the grid), int64 ``(N,)``."""
+    z = np.asarray(z, np.float64)
+    return np.clip(np.floor((z - grid.z_min) / grid.width).astype(np.int64), 0, grid.n_bins - 1)
+
+
+def fit_pit_map(p: np.ndarray, grid: Any, z_true: np.ndarray, n_knots: int = 51,
+                mix: float = 1e-3) -> PitMap:
+    """PIT-CDF recalibration of binned PDFs.
+
+    Parameters
+    ----------
+    p : ndarray, shape (N, K)
+        PDFs on ``grid``.
+    grid : tilecat.photoz.grid.ZGrid
+    z_true : ndarray, shape (N,)
+    n_knots : int
+        Knots of the piecewise-linear ``G`` (empirical CDF of the PIT values).
+    mix : float
+        Weight of the identity mixed into ``G`` so that it is strictly increasing
+        (no bin is ever given probability 0 by the map alone).
+    """
+    from ..photoz.metrics import pit
+
+    u = np.linspace(0.0, 1.0, int(n_knots))
+    v = np.sort(pit(p, grid, z_true))
+    if v.size == 0:
+        return PitMap(tuple(u), tuple(u))
+    g = np.searchsorted(v, u, side="right") / v.size
+    g = (1.0 - mix) * g + mix * u
+    g[0], g[-1] = 0.0, 1.0
+    return PitMap(tuple(map(float, u)), tuple(map(float, np.round(g, 8))))
+
+
+def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray | None = None, *,
+                   grid: Any = None, z_true: np.ndarray | None = None) -> Calibrator:
+    """Fit a calibrator of the given method.
+
+    Parameters
+    ----------
+    method : {"temperature", "isotonic", "pit", "identity"}
+        ``pit`` needs ``grid`` and ``z_true`` (PDFs only).
+    p : ndarray, shape (N, K)
+    y : ndarray of int (N,), optional
+        True class (for PDFs: derived from ``z_true`` when absent).
+
+    Raises
+    ------
+    ValueError
+        Unknown method or missing labels.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; known: {list(METHODS)}")
+    if method == "identity":
+        return Identity()
+    if method == "pit":
+        if grid is None or z_true is None:
+            raise ValueError("the 'pit' calibration is for redshift PDFs: give grid and z_true")
+        return fit_pit_map(p, grid, z_true)
+    if y is None:
+        if grid is None or z_true is None:
+            raise ValueError(f"method {method!r} needs labels")
+        y = bin_index(grid, z_true)
+    if method == "temperature":
+        return fit_temperature(p, y)
+    return fit_isotonic(p, y)

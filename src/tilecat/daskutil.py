@@ -1,0 +1,96 @@
+"""Which Dask scheduler a stage computes with (config ``dask``), as a context manager.
+
+``threads`` (default)
+    The threaded scheduler with ``dask.workers`` threads: no start-up cost, right for
+    one tile per job on a laptop or a cluster node.
+``synchronous``
+    Single-threaded, in the calling thread (debugging, profiling).
+``local``
+    A ``distributed.LocalCluster`` of ``dask.workers`` single-threaded worker
+    processes, closed on exit.
+``distributed``
+    A ``distributed.Client`` connected to the scheduler at ``dask.address`` (e.g. one
+    started inside a SLURM allocation); the cluster is left running on exit.
+``slurm``
+    A ``dask_jobqueue.SLURMCluster`` of ``dask.workers`` single-core jobs (needs the
+    ``dask-jobqueue`` package), closed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["dask_context", "SCHEDULERS"]
+
+SCHEDULERS: tuple[str, ...] = ("threads", "synchronous", "local", "distributed", "slurm")
+
+
+@contextlib.contextmanager
+def dask_context(config: dict[str, Any]) -> Iterator[Any]:
+    """Make the configured scheduler the default for ``dask.compute`` inside the block.
+
+    Parameters
+    ----------
+    config : dict
+        Validated configuration; reads ``config["dask"]`` (``scheduler``, ``workers``,
+        ``address``), defaults when absent.
+
+    Yields
+    ------
+    distributed.Client or None
+        The client for ``local``, ``distributed`` and ``slurm``; None otherwise.
+
+    Raises
+    ------
+    ConfigError
+        Unknown scheduler, ``distributed`` without an address, ``slurm`` without
+        dask-jobqueue.
+    """
+    import dask
+
+    opts = config.get("dask") or {}
+    scheduler = opts.get("scheduler", "threads")
+    workers = int(opts.get("workers", 2))
+    if scheduler == "threads":
+        with dask.config.set(scheduler="threads", num_workers=workers):
+            yield None
+    elif scheduler == "synchronous":
+        with dask.config.set(scheduler="synchronous"):
+            yield None
+    elif scheduler == "local":
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+    elif scheduler == "distributed":
+        address = opts.get("address")
+        if not address:
+            raise ConfigError("key 'dask.address': scheduler 'distributed' needs the address "
+                              "of a running Dask scheduler (e.g. tcp://host:8786)")
+        from distributed import Client
+
+        with Client(address) as client:
+            yield client
+    elif scheduler == "slurm":
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError as exc:
+            raise ConfigError(
+                "key 'dask.scheduler': 'slurm' needs the dask-jobqueue package "
+                "(pip install dask-jobqueue), or start a scheduler in the allocation and use "
+                "scheduler 'distributed' with its address"
+            ) from exc
+        from distributed import Client
+
+        with SLURMCluster(cores=1, processes=1, memory="4GB") as cluster:
+            cluster.scale(workers)
+            with Client(cluster) as client:
+                yield client
+    else:
+        raise ConfigError(f"key 'dask.scheduler': unknown scheduler {scheduler!r}; "
+                          f"known: {list(SCHEDULERS)}")

@@ -1,0 +1,325 @@
+"""The aggregate step's probability stage: calibrate, estimate survey priors, correct.
+
+For every model in the tile catalogs with probability outputs (morphology questions,
+the photo-z PDF) the survey catalog gets, besides the ``_raw`` columns of the tiles:
+
+``<prob>_cal``
+    The raw probabilities through the model card's calibration map
+    (:mod:`tilecat.calibrate`; identity when the card has none).
+``<prob>_post``
+    The calibrated probabilities prior-corrected (:func:`tilecat.priors.formula.correct`)
+    to the survey's priors: given in ``survey.priors``, else estimated by EM over all
+    tiles (:mod:`tilecat.priors.em`), else (``aggregate.estimate_priors: false``) the
+    training priors, which leaves ``_post`` equal to ``_cal``.
+
+For photo-z the list columns are ``z_pdf`` (raw), ``z_pdf_cal`` and ``z_pdf_post``, and
+the summary statistics of the corrected PDF are ``z_mean_post``, ``z_median_post``,
+``z_mode_post``, ``z_std_post`` and ``z_odds_post`` (``z_mean`` ... stay those of the
+raw PDF, as the tiles have them). The survey N(z) is estimated on the model's bin
+grid over galaxies (objects weighted by 1 - P(artifact) when morphology is present).
+
+Priors used and the EM log go into the file metadata (``tilecat.priors``), the
+calibration maps into ``tilecat.calibration``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..calibrate.calibrators import Calibrator
+from ..calibrate.groups import STAGES, Z_SUMMARY, ProbGroup
+from ..errors import InputError, ModelError
+from .em import Block, EMResult, PriorGroup, run_em
+from .formula import correct
+
+__all__ = ["Correction", "plan_correction", "PRIORS_KEY", "CALIBRATION_KEY", "MODELS"]
+
+#: file-metadata keys written by the stage
+PRIORS_KEY = "tilecat.priors"
+CALIBRATION_KEY = "tilecat.calibration"
+#: models whose outputs are probability vectors
+MODELS: tuple[str, ...] = ("morphology", "photoz")
+
+
+def _table_groups(table: Any, g: ProbGroup, stage: str = "raw") -> np.ndarray:
+    """Probabilities of group ``g`` in ``table`` as float64 ``(n, K)``."""
+    names = g.columns(stage)
+    if g.list_column:
+        col = table[names[0]].combine_chunks()
+        flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float64)
+        k = len(g.labels)
+        if flat.size != len(col) * k:
+            raise ValueError(f"column {names[0]}: lists are not all of length {k}")
+        return flat.reshape(len(col), k)
+    return np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), np.float64)
+                     for c in names], axis=1) if table.num_rows else np.zeros((0, len(names)))
+
+
+def _list_array(values: np.ndarray) -> Any:
+    """(n, K) -> pyarrow list<float16> array."""
+    import pyarrow as pa
+
+    n, k = values.shape
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.astype(np.float16).reshape(-1)))
+
+
+def _thin_log(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EM log kept in the metadata: iterations 1-10, every 10th, and the last."""
+    keep = [r for r in log if r["iter"] <= 10 or r["iter"] % 10 == 0 or r is log[-1]]
+    return [{"iter": r["iter"], "max_change": float(f"{r['max_change']:.4g}"),
+             "loglik": {k: round(v, 4) for k, v in r["loglik"].items()}} for r in keep]
+
+
+@dataclass
+class Correction:
+    """Calibration maps and priors of the probability groups of a survey catalog.
+
+    Attributes
+    ----------
+    groups : list of ProbGroup
+        Morphology questions (tree order), then the photo-z group.
+    calibrators : dict
+        Group name -> calibration map from the model card.
+    prior_groups : list of PriorGroup
+        The same groups for EM (training priors, given priors, tree paths).
+    models : dict
+        Model name -> {"version", "sha256", "calibration"} for the metadata.
+    grid : ZGrid or None
+        Photo-z bin grid.
+    em_tol, em_max_iter : float, int
+        EM convergence tolerance and iteration cap.
+    result : EMResult or None
+        Set by :meth:`estimate`.
+    """
+
+    groups: list[ProbGroup]
+    calibrators: dict[str, Calibrator]
+    prior_groups: list[PriorGroup]
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: Any = None
+    em_tol: float = 1e-6
+    em_max_iter: int = 1000
+    result: EMResult | None = None
+
+    # ----------------------------------------------------------------- columns
+    def raw_columns(self) -> list[str]:
+        """Columns the stage reads from the tile catalogs."""
+        return [c for g in self.groups for c in g.columns("raw")]
+
+    def calibrated(self, table: Any) -> dict[str, np.ndarray]:
+        """Group name -> calibrated probabilities ``(n, K)`` float64 of ``table``'s rows."""
+        return {g.name: self.calibrators[g.name].apply(_table_groups(table, g))
+                for g in self.groups}
+
+    def block(self, paths: Sequence[str | Path]) -> Block:
+        """The EM block of some tiles: calibrated probabilities (float32) per group.
+
+        Reads only the raw probability columns of each tile catalog.
+        """
+        import pyarrow.parquet as pq
+
+        parts = [self.calibrated(pq.read_table(p, columns=self.raw_columns())) for p in paths]
+        return {g.name: np.concatenate([q[g.name] for q in parts]).astype(np.float32)
+                for g in self.groups}
+
+    # ------------------------------------------------------------------ priors
+    def estimate(self, map_reduce: Any) -> EMResult:
+        """Run EM (:func:`tilecat.priors.em.run_em`) with the given map-reduce; keep the result."""
+        self.result = run_em(self.prior_groups, map_reduce, tol=self.em_tol,
+                             max_iter=self.em_max_iter)
+        return self.result
+
+    def priors(self) -> dict[str, np.ndarray]:
+        """Prior used per group (after :meth:`estimate`; before it, given or training)."""
+        if self.result is not None:
+            return self.result.priors
+        return {g.name: g.initial() for g in self.prior_groups}
+
+    # ------------------------------------------------------------------- apply
+    def apply(self, table: Any, tile: str = "-") -> Any:
+        """``table`` with the ``_cal`` and ``_post`` columns (and photo-z ``*_post`` summaries).
+
+        Raises
+        ------
+        InputError
+            The table lacks a raw probability column.
+        """
+        import pyarrow as pa
+
+        missing = [c for c in self.raw_columns() if c not in table.column_names]
+        if missing:
+            raise InputError(tile, "catalog.parquet", f"probability columns {missing} missing "
+                             "(catalogs made with other models? rerun the tiles)")
+        cal = self.calibrated(table)
+        pt = {g.name: g.prior_train for g in self.prior_groups}
+        priors = self.priors()
+        post = {name: correct(p, pt[name], priors[name]) for name, p in cal.items()}
+        for stage, values in (("cal", cal), ("post", post)):
+            for g in self.groups:
+                names = g.columns(stage)
+                if g.list_column:
+                    table = table.append_column(names[0], _list_array(values[g.name]))
+                else:
+                    for k, c in enumerate(names):
+                        table = table.append_column(
+                            c, pa.array(values[g.name][:, k].astype(np.float32)))
+        if self.grid is not None and "z" in post:
+            from ..photoz.summary import pdf_summary
+
+            summary = pdf_summary(post["z"], self.grid)
+            for name in Z_SUMMARY:
+                table = table.append_column(f"{name}_post",
+                                            pa.array(summary[name].astype(np.float32)))
+        return table
+
+    # ---------------------------------------------------------------- metadata
+    def descriptions(self) -> dict[str, str]:
+        """Descriptions of the columns the stage adds."""
+        out: dict[str, str] = {}
+        for g in self.groups:
+            for stage in STAGES[1:]:
+                what = ("calibrated (model card calibration map)" if stage == "cal" else
+                        "calibrated and prior-corrected to the survey priors (metadata "
+                        "tilecat.priors): use this one")
+                if g.list_column:
+                    out[g.columns(stage)[0]] = (f"photo-z PDF over the bins of tilecat.z_grid, "
+                                                f"{what}")
+                else:
+                    for a, c in zip(g.labels, g.columns(stage)):
+                        out[c] = f"P({g.name}={a} | question applies), {what}"
+        if self.grid is not None and any(g.list_column for g in self.groups):
+            for name in Z_SUMMARY:
+                out[f"{name}_post"] = f"{name} recomputed from z_pdf_post"
+        return out
+
+    def file_metadata(self) -> dict[str, Any]:
+        """``tilecat.priors`` and ``tilecat.calibration`` entries (JSON-able)."""
+        priors = self.priors()
+        res = self.result
+        groups = {}
+        for g, pg in zip(self.groups, self.prior_groups):
+            entry: dict[str, Any] = {
+                "model": g.model,
+                "source": pg.source,
+                "train": [round(float(v), 8) for v in pg.prior_train],
+                "used": [round(float(v), 8) for v in priors[g.name]],
+                "n_eff": None if res is None else round(res.n_eff.get(g.name, 0.0), 3),
+            }
+            if not g.list_column:
+                entry["labels"] = list(g.labels)
+            else:
+                entry["labels"] = "bin centres of tilecat.z_grid"
+            if pg.parents:
+                entry["applies_when"] = [[p, [self._labels(p)[i] for i in idx]]
+                                         for p, idx in pg.parents]
+            groups[g.name] = entry
+        em = None
+        if res is not None:
+            em = {"tol": self.em_tol, "max_iter": self.em_max_iter, "n_iter": res.n_iter,
+                  "converged": res.converged, "log": _thin_log(res.log)}
+        priors_meta = {"formula": "P(c|x) = P_T(c|x) P(c)/P_T(c) / sum_c' (...) "
+                                  "(Saerens et al. 2002)",
+                       "columns": "<prob>_raw (model), <prob>_cal (calibrated), <prob>_post "
+                                  "(calibrated + prior-corrected); photo-z: z_pdf, z_pdf_cal, "
+                                  "z_pdf_post, z_<stat>_post",
+                       "groups": groups, "em": em}
+        return {PRIORS_KEY: priors_meta, CALIBRATION_KEY: self.models}
+
+    def _labels(self, name: str) -> tuple[str, ...]:
+        return next(g.labels for g in self.groups if g.name == name)
+
+
+def _models_meta(schema: Any) -> list[dict[str, Any]]:
+    meta = schema.metadata or {}
+    try:
+        return list(json.loads(meta.get(b"tilecat.models", b"[]")) or [])
+    except json.JSONDecodeError:
+        return []
+
+
+def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None:
+    """The probability stage for catalogs of ``schema``, or None when they have no
+    probability outputs (no morphology/photoz model ran).
+
+    Parameters
+    ----------
+    config : dict
+        Validated configuration (``survey.priors``, ``aggregate.em_tol``,
+        ``aggregate.em_max_iter``, ``aggregate.estimate_priors``, ``infer.model_dirs``).
+    schema : pyarrow.Schema
+        Schema (with metadata) of a tile catalog.
+
+    Raises
+    ------
+    ModelError
+        A model's card cannot be found, or its weights differ from those that made the
+        tile catalogs (sha256 in the catalogs' ``tilecat.models``).
+    ConfigError
+        Bad ``survey.priors``.
+    """
+    from ..calibrate.card import card_calibrators
+    from ..calibrate.groups import card_groups
+    from ..infer.heads import model_location
+    from ..models import load_card
+    from .given import given_priors
+    from .tree import GALAXY_PATH, parents, path_indices
+
+    models = [m for m in _models_meta(schema) if m.get("name") in MODELS]
+    if not models:
+        return None
+    groups: list[ProbGroup] = []
+    calibrators: dict[str, Calibrator] = {}
+    info: dict[str, dict[str, Any]] = {}
+    grid = None
+    for m in sorted(models, key=lambda m: MODELS.index(m["name"])):
+        where = model_location(config, m["name"])
+        card = load_card(where)
+        if m.get("sha256") and card.get("sha256") != m["sha256"]:
+            raise ModelError(f"model {m['name']!r} ({where}): weights sha256 "
+                             f"{card.get('sha256')} differ from those that made the tile "
+                             f"catalogs ({m['sha256']}); rerun infer or point "
+                             "infer.model_dirs at the model used")
+        mg = card_groups(card)
+        cols = [c for g in mg for c in g.columns("raw")]
+        if not all(c in schema.names for c in cols):
+            continue
+        if m["name"] == "photoz":
+            from ..photoz.grid import ZGrid
+
+            grid = ZGrid.from_meta(card["z_grid"])
+            meta = schema.metadata or {}
+            if b"tilecat.z_grid" in meta and ZGrid.from_meta(
+                    json.loads(meta[b"tilecat.z_grid"])) != grid:
+                raise ModelError("photoz: the tile catalogs' z grid differs from the model card's")
+        groups += mg
+        calibrators.update(card_calibrators(card))
+        section = card.get("calibration") or {}
+        info[m["name"]] = {"version": card.get("version"), "sha256": card.get("sha256"),
+                           "method": section.get("method", "none"),
+                           "groups": {g.name: calibrators[g.name].to_dict() for g in mg},
+                           "fitted_on": section.get("fitted_on")}
+    if not groups:
+        return None
+    scfg = config.get("survey") or {}
+    acfg = config.get("aggregate") or {}
+    given = given_priors(scfg.get("priors") or {}, groups, grid)
+    estimate = bool(acfg.get("estimate_priors", True))
+    answers = {g.name: g.labels for g in groups if not g.list_column}
+    pgroups = []
+    for g in groups:
+        if g.list_column:
+            path = path_indices(GALAXY_PATH, answers) if "t" in answers else ()
+        else:
+            path = parents(g.name, answers)
+        pgroups.append(PriorGroup(g.name, g.labels, g.prior_train, given.get(g.name),
+                                  estimate, path))
+    return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
+                      models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),
+                      em_max_iter=int(acfg.get("em_max_iter", 1000)))

@@ -1,0 +1,171 @@
+"""Train the structure CNN (r50, Sersic n, e1, e2 + uncertainties) on simulated stamps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["train_structure", "structure_targets", "transform_structure", "to_columns"]
+
+VERSION = "1"
+
+
+def structure_targets(labels: dict[str, np.ndarray], pixel_scale: float) -> np.ndarray:
+    """Truth -> regression targets ``(N, 4)`` float32: ln(r50/pixel), ln n, e1, e2.
+
+    Non-positive or missing r50 / n give NaN (ignored by the loss).
+    """
+    n = len(labels["r50"])
+    r50 = np.asarray(labels["r50"], float)
+    sn = np.asarray(labels.get("sersic_n", np.full(n, np.nan)), float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.stack([
+            np.where(r50 > 0, np.log(r50 / pixel_scale), np.nan),
+            np.where(sn > 0, np.log(sn), np.nan),
+            np.asarray(labels.get("e1", np.full(n, np.nan)), float),
+            np.asarray(labels.get("e2", np.full(n, np.nan)), float),
+        ], axis=1)
+    return out.astype(np.float32)
+
+
+def transform_structure(targets: "Any", k: int) -> "Any":
+    """Targets after D4 element ``k`` (:func:`tilecat.morphology.fit.d4`).
+
+    A quarter turn negates e1 and e2 (the position angle turns by 90 deg); a
+    left-right mirror negates e2. Sizes and Sersic index are invariant.
+    """
+    out = targets.clone()
+    s = -1.0 if (k % 4) % 2 else 1.0
+    out[:, 2] = targets[:, 2] * s
+    out[:, 3] = targets[:, 3] * s * (-1.0 if k >= 4 else 1.0)
+    return out
+
+
+def to_columns(raw: np.ndarray, pixel_scale: float) -> dict[str, np.ndarray]:
+    """Inference output ``(N, 8)`` (mu, sigma) -> r50 [arcsec], n, e1, e2 and errors."""
+    from .head import HEAD, COLUMNS
+    from ..infer.heads import LoadedHead
+
+    lh = LoadedHead(module=None, card={}, columns=COLUMNS,  # type: ignore[arg-type]
+                    extra={"pixel_scale": pixel_scale})
+    cols = HEAD.postprocess(raw, lh)
+    return {k.removeprefix("struct_"): v for k, v in cols.items()}
+
+
+def train_structure(
+    train: str | Path | list[str | Path],
+    out_dir: str | Path,
+    *,
+    heldout: str | Path | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int = 1,
+    val_fraction: float = 0.1,
+    limit: int | None = None,
+    arch: dict[str, Any] | None = None,
+    recipe: str | None = None,
+    degrade_prob: float = 0.0,
+    init: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the structure network and write ``weights.safetensors`` + ``card.json``.
+
+    Parameters are those of :func:`tilecat.morphology.train.train_morphology`.
+    Only galaxies (``t_class`` != artifact, finite truth) are used.
+
+    Returns
+    -------
+    dict
+        The model card as written.
+    """
+    import torch
+
+    from ..models import save_model
+    from ..morphology.dataset import load_stamp_sets, load_stamps
+    from ..morphology.fit import FitConfig, fit, predict
+    from ..morphology.metrics import structure_metrics
+    from ..morphology.net import DEFAULT_ARCH
+    from ..morphology.train import _provenance, card_input, split
+    from .model import TARGETS, MirrorAveraged, StructureNet, gaussian_nll
+
+    torch.set_num_threads(threads)
+    data = load_stamp_sets(train, limit=limit)
+    targets = structure_targets(data.labels, data.pixel_scale)
+    keep = np.isfinite(targets[:, 0])
+    if "t_class" in data.labels:
+        keep &= np.asarray(data.labels["t_class"]) != "artifact"
+    data, targets = data.subset(np.flatnonzero(keep)), targets[keep]
+    tr, va = split(len(data), val_fraction, seed)
+    log(f"training set {train}: {len(data)} galaxies ({len(tr)} train, {len(va)} validation)")
+    arch = {**DEFAULT_ARCH, **(arch or {})}
+    torch.manual_seed(seed)
+    net = StructureNet(len(data.bands), arch)
+    init_training = None
+    if init is not None:  # warm start from a saved model (same architecture)
+        from ..models import load_model
+        from .model import build
+
+        start, start_card = load_model(init, build)
+        arch = start_card.get("arch", arch)
+        init_training = start_card.get("training")
+        net = start.net
+
+    def loss(out: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        return gaussian_nll(out, t).sum()
+
+    cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
+                    degrade_prob=degrade_prob)
+    history = fit(net, data.stamps[tr], targets[tr], loss, transform_structure,
+                  (data.stamps[va], targets[va]), cfg, log)
+    model = MirrorAveraged(net).eval()
+
+    if heldout is not None:
+        ev = load_stamps(heldout)
+        ok = np.isfinite(structure_targets(ev.labels, ev.pixel_scale)[:, 0])
+        if "t_class" in ev.labels:
+            ok &= np.asarray(ev.labels["t_class"]) != "artifact"
+        ev = ev.subset(np.flatnonzero(ok))
+        ev_name = "heldout"
+    else:
+        ev, ev_name = data.subset(va), "validation"
+    pred = to_columns(predict(model, ev.stamps), ev.pixel_scale)
+    truth = {k: np.asarray(ev.labels[k], float) for k in ("r50", "sersic_n", "e1", "e2")}
+    snr = np.asarray(ev.labels["snr"], float) if "snr" in ev.labels else None
+    metrics = structure_metrics(pred, truth, snr)
+    log(f"{ev_name}: r50 median relative error {metrics['r50_median_rel_err']:.3f}, "
+        f"within 1 sigma {metrics['r50_within_1sigma']:.3f}")
+    card = {
+        "name": "structure",
+        "version": VERSION,
+        "task": "galaxy structure: half-light radius, Sersic index, ellipticity",
+        "architecture": "StructureNet (conv trunk + MLP, Gaussian NLL) wrapped in "
+                        "MirrorAveraged (mirror test-time average, e2 sign flipped)",
+        "arch": arch,
+        "input": card_input(data),
+        "targets": list(TARGETS),
+        "outputs": "mu and sigma of (ln r50 [pixels], ln n, e1, e2); columns struct_*",
+        "training": {
+            "data": _provenance(data, train),
+            "recipe": recipe,
+            "init_from": init_training,
+            "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "optimizer": "AdamW, one-cycle lr, weight decay 1e-4",
+            "degrade": {"prob": cfg.degrade_prob, "max_blur_pix": cfg.degrade_max_blur,
+                        "min_flux_scale": cfg.degrade_min_scale,
+                        "what": "extra Gaussian PSF blur + shallower depth, noise restored"},
+            "augmentation": "dihedral D4 (quarter turn negates e1, e2; mirror negates e2)",
+            "loss": "heteroscedastic Gaussian negative log-likelihood",
+            "val_fraction": val_fraction, "history": history,
+        },
+        "evaluation": {
+            "set": ev_name,
+            "data": _provenance(ev, heldout) if heldout is not None else None,
+            "metrics": metrics,
+        },
+    }
+    return save_model(model, card, out_dir)

@@ -1,0 +1,203 @@
+"""Tests of tilecat.latent: VAE, noise model, outlier score, SSIM, anomalies, similar, head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_photoz_fixtures import BANDS, infer_config, write_cutouts, write_stamp_store  # noqa: E402
+
+from tilecat.errors import InputError  # noqa: E402
+from tilecat.infer import run_infer  # noqa: E402
+from tilecat.latent.anomalies import KINDS, inject  # noqa: E402
+from tilecat.latent.model import build  # noqa: E402
+from tilecat.latent.noise import asinh_variance, chi2_per_pixel  # noqa: E402
+from tilecat.latent.outlier import fit_gaussian, gaussian_to_card, mahalanobis  # noqa: E402
+from tilecat.latent.similar import similar  # noqa: E402
+from tilecat.latent.ssim import ssim, ssim_stamps  # noqa: E402
+from tilecat.models import save_model  # noqa: E402
+from tilecat.survey import tile_paths  # noqa: E402
+
+SIZE = 32
+ARCH = {"n_latent": 40, "enc_widths": [8, 16, 16], "enc_kernels": [5, 3, 3],
+        "dec_widths": [16, 8, 8]}
+
+
+def _card(n_latent: int = 40) -> dict:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(n_latent, n_latent)) * 0.1
+    return {"name": "vae", "version": "0", "arch": ARCH,
+            "input": {"bands": BANDS, "stamp_size": SIZE, "pixel_scale": 0.262},
+            "latent_distribution": gaussian_to_card(np.zeros(n_latent),
+                                                    np.eye(n_latent) + a @ a.T)}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("vae")
+    save_model(build(_card()), _card(), d)
+    return d
+
+
+# ---------------------------------------------------------------- noise, VAE
+def test_noise_model_limits():
+    x = torch.tensor([0.0, np.arcsinh(1e4)])
+    v = asinh_variance(x, eps=0.05)
+    assert float(v[0]) == pytest.approx(1.0)
+    assert float(v[1]) == pytest.approx(0.05**2, rel=1e-3)
+    x = torch.zeros(2, 1, 4, 4)
+    r = torch.ones(2, 1, 4, 4)
+    torch.testing.assert_close(chi2_per_pixel(x, r), torch.ones(2))
+
+
+def test_encoding_deterministic_and_batch_invariant():
+    torch.manual_seed(2)
+    m = build(_card()).eval()
+    x = torch.randn(6, 4, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        a, b, c = m(x), m(x), m(x[:2])
+    assert a["latent"].shape == (6, 40) and a["recon_chi2"].shape == (6,)
+    assert torch.equal(a["latent"], b["latent"]) and torch.equal(a["recon_chi2"], b["recon_chi2"])
+    assert torch.equal(a["latent"][:2], c["latent"])
+    assert torch.equal(a["recon_chi2"][:2], c["recon_chi2"])
+
+
+# ---------------------------------------------------------------- outlier score
+def test_mahalanobis_by_hand():
+    lat = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(mahalanobis(lat, np.zeros(2), np.eye(2)), [5.0, 0.0, 1.0])
+    np.testing.assert_allclose(mahalanobis(lat, np.array([1.0, 0.0]), np.diag([4.0, 16.0])),
+                               [np.sqrt(1 + 1), 0.5, 0.0])
+    z = np.random.default_rng(0).normal(size=(5000, 3)) * [1, 2, 3] + [1, 0, -1]
+    mean, cov = fit_gaussian(z)
+    np.testing.assert_allclose(mean, [1, 0, -1], atol=0.1)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), [1, 2, 3], rtol=0.05)
+    d = mahalanobis(z, mean, cov)
+    assert np.mean(d**2) == pytest.approx(3.0, rel=0.05)  # chi^2 with 3 dof
+    # a row's score does not depend on the other rows
+    assert mahalanobis(z[:1], mean, cov)[0] == d[0]
+
+
+# ---------------------------------------------------------------- SSIM
+def test_ssim_hand_cases():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(32, 32))
+    assert ssim(a, a, 8.0) == pytest.approx(1.0)
+    # constant images: SSIM = (2 a b + C1) / (a^2 + b^2 + C1) (the variance terms cancel)
+    L = 10.0
+    c1 = (0.01 * L) ** 2
+    val = ssim(np.full((20, 20), 2.0), np.full((20, 20), 3.0), L)
+    assert val == pytest.approx((2 * 2 * 3 + c1) / (4 + 9 + c1))
+    # noise vs its smooth version is far from 1
+    assert ssim(a, np.zeros_like(a), 8.0) < 0.1
+    with pytest.raises(ValueError):
+        ssim(a, a[:10], 1.0)
+
+
+def test_ssim_matches_skimage():
+    skm = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(40, 40))
+    b = a + 0.5 * rng.normal(size=(40, 40))
+    ref = skm.structural_similarity(a, b, data_range=6.0, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False)
+    assert ssim(a, b, 6.0) == pytest.approx(ref, abs=1e-6)
+    x = np.stack([a, b])[None]
+    assert ssim_stamps(x, x)[0] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- anomalies
+def test_anomalies_add_light_deterministically():
+    from test_photoz_fixtures import blob_stamps
+
+    d = blob_stamps(6, SIZE, seed=3)
+    x, s = d["stamps"], d["sigma"]
+    for kind in KINDS:
+        y1 = inject(x, s, kind, seed=1, pool=x, pool_sigma=s)
+        y2 = inject(x, s, kind, seed=1, pool=x, pool_sigma=s)
+        assert np.array_equal(y1, y2) and y1.dtype == np.float32
+        added = np.sinh(y1.astype(float)) - np.sinh(x.astype(float))
+        assert np.all(added.reshape(6, -1).sum(1) > 5.0), kind  # light was added
+        if kind == "blend3":  # footprints of two galaxies (with their noise) only
+            assert np.mean(added == 0) > 0.3, kind
+        else:
+            assert np.all(added > -1e-3), kind  # only light added
+    with pytest.raises(ValueError):
+        inject(x, s, "unicorn", 0)
+
+
+# ---------------------------------------------------------------- similar
+def _latent_table(path, n=30, dim=40):
+    rng = np.random.default_rng(4)
+    lat = rng.normal(size=(n, dim)).astype(np.float32)
+    ids = np.arange(1_000_001, 1_000_001 + n, dtype=np.int64)
+    t = pa.table({"object_id": ids,
+                  "latent": pa.FixedSizeListArray.from_arrays(pa.array(lat.ravel()), dim),
+                  "ra": np.linspace(10, 11, n)})
+    pq.write_table(t, path)
+    return ids, lat
+
+
+def test_similar_nearest_first(tmp_path):
+    ids, lat = _latent_table(tmp_path / "c.parquet")
+    out = similar(tmp_path / "c.parquet", int(ids[7]), k=5)
+    assert out.column_names == ["rank", "object_id", "distance", "ra"]
+    got = out["object_id"].to_numpy()
+    d = np.linalg.norm(lat - lat[7], axis=1)
+    assert got[0] == ids[7] and out["distance"].to_numpy()[0] == 0.0
+    assert got.tolist() == ids[np.argsort(d, kind="stable")[:5]].tolist()
+    assert np.all(np.diff(out["distance"].to_numpy()) >= 0)
+    assert out["rank"].to_numpy().tolist() == [0, 1, 2, 3, 4]
+    assert similar(tmp_path / "c.parquet", int(ids[0]), k=100).num_rows == 30
+    with pytest.raises(InputError, match="not in the catalog"):
+        similar(tmp_path / "c.parquet", 5, k=3)
+    pq.write_table(pa.table({"object_id": ids}), tmp_path / "nolat.parquet")
+    with pytest.raises(InputError, match="latent"):
+        similar(tmp_path / "nolat.parquet", int(ids[0]))
+
+
+# ---------------------------------------------------------------- head in the engine
+def test_engine_writes_latent_columns(tmp_path, model_dir):
+    tables = []
+    for bs in (1, 64):
+        cfg = infer_config(tmp_path / f"b{bs}", ["latent"], {"latent": str(model_dir)}, bs)
+        ids = write_cutouts(cfg, "t0", 15, SIZE)
+        run_infer(cfg, "t0")
+        tables.append(pq.read_table(tile_paths(cfg, "t0")["infer"]))
+    t = tables[0]
+    assert t.equals(tables[1])
+    assert t.column_names == ["object_id", "latent", "latent_outlier_score", "recon_chi2"]
+    assert t.schema.field("latent").type == pa.list_(pa.float32(), 40)
+    assert t.schema.field("latent_outlier_score").type == pa.float32()
+    assert t.schema.field("recon_chi2").type == pa.float32()
+    assert t["object_id"].to_numpy().tolist() == sorted(ids.tolist())
+    lat = np.array(t["latent"].to_pylist(), np.float32)
+    card = _card()
+    want = mahalanobis(lat, np.array(card["latent_distribution"]["mean"]),
+                       np.array(card["latent_distribution"]["cov"]))
+    np.testing.assert_allclose(t["latent_outlier_score"].to_numpy(), want, rtol=1e-5)
+    assert np.all(t["recon_chi2"].to_numpy() > 0)
+    # similar() reads infer.parquet directly
+    out = similar(tile_paths(cfg, "t0")["infer"], int(ids[3]), k=4)
+    assert out["object_id"].to_numpy()[0] == ids[3] and "recon_chi2" in out.column_names
+
+
+def test_train_vae_smoke(tmp_path):
+    from tilecat.latent.train import train_vae
+    from tilecat.models import load_model
+
+    store = write_stamp_store(tmp_path / "s.zarr", 96, SIZE, seed=6, n_artifacts=5)
+    card = train_vae(store, tmp_path / "m", epochs=2, batch_size=32, threads=1,
+                     arch=ARCH, kl_warmup=1.0, log=lambda s: None)
+    assert card["training"]["data"]["n_galaxies"] == 96
+    ld = card["latent_distribution"]
+    assert len(ld["mean"]) == 40 and np.array(ld["cov"]).shape == (40, 40)
+    m = card["evaluation"]["metrics"]
+    assert -1 <= m["ssim_mean"] <= 1 and m["recon_chi2_median"] > 0
+    module, _ = load_model(tmp_path / "m", build)
+    assert module.vae.n_latent == 40

@@ -1,0 +1,116 @@
+"""The shipped masker on a real Legacy Survey DR6 coadd crop (tests/data/legacysurvey_dr6):
+planted defects are found, a clean region stays clean, masks follow flips/rotations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tilecat.bits import DEFECT_CLASSES
+from tilecat.errors import ModelError
+
+DATA = Path(__file__).parent / "data" / "legacysurvey_dr6"
+#: A region of the brick fully inside the survey footprint with no source brighter than
+#: ~5 sigma (rows, columns).
+CLEAN = (slice(1536, 1792), slice(256, 768))
+NET = np.uint16((1 << len(DEFECT_CLASSES)) - 1)
+K = {c: i for i, c in enumerate(DEFECT_CLASSES)}
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def masker():
+    from tilecat.mask.model import load_masker
+
+    try:
+        return load_masker("default")
+    except ModelError as exc:  # pragma: no cover - before the model is trained
+        pytest.skip(f"no shipped masker: {exc}")
+
+
+@pytest.fixture(scope="module")
+def crop():
+    from astropy.io import fits
+
+    img = fits.getdata(DATA / "legacysurvey-0959p805-image-g.fits.fz")[CLEAN].astype(np.float32)
+    iv = fits.getdata(DATA / "legacysurvey-0959p805-invvar-g.fits.fz")[CLEAN].astype(np.float32)
+    assert (iv > 0).all()
+    return img, iv
+
+
+def _run(masker, img, iv):
+    from tilecat.mask.run import mask_arrays
+
+    model, card = masker
+    cfg = {"patch": 256, "batch_size": 4, "halo": None, "priors": {}}
+    prob, mask = mask_arrays(img[None], iv[None], None, cfg, model, card)
+    return prob[:, 0], mask[0]
+
+
+def _plant(img, iv):
+    """Cosmic ray, satellite trail and hot column planted into a copy; returns their truth."""
+    sigma = float(np.median(1 / np.sqrt(iv)))
+    out = img.copy()
+    ny, nx = img.shape
+    cr = np.zeros(img.shape, bool)
+    for k, (y, x) in enumerate([(60, 100), (61, 101), (61, 102), (62, 103)]):
+        out[y, x] += sigma * (60 - 10 * k)
+        cr[y, x] = True
+    out[200, 40] += 80 * sigma                       # single-pixel hit
+    cr[200, 40] = True
+    trail = np.zeros(img.shape, bool)
+    yy, xx = np.mgrid[:ny, :nx]
+    d = np.abs((yy - 20) - 0.35 * xx) / np.hypot(1, 0.35)   # line y = 20 + 0.35 x
+    profile = 4.0 * sigma * np.exp(-0.5 * (d / 1.2) ** 2)
+    out += profile.astype(np.float32)
+    trail[d < 1.0] = True
+    col = np.zeros(img.shape, bool)
+    out[30:230, 400] += 6 * sigma
+    col[30:230, 400] = True
+    return out, {"cosmic_ray": cr, "trail": trail, "hot": col}
+
+
+def test_clean_region_stays_clean(masker, crop):
+    img, iv = crop
+    _, mask = _run(masker, img, iv)
+    net = mask & NET
+    assert np.count_nonzero(net) <= 5, np.count_nonzero(net)
+
+
+def test_planted_defects_found(masker, crop):
+    from scipy import ndimage
+
+    img, iv = crop
+    planted, truth = _plant(img, iv)
+    prob, mask = _run(masker, planted, iv)
+    net = mask & NET
+    cr_found = (net[truth["cosmic_ray"]] & (1 << K["cosmic_ray"])) > 0
+    assert cr_found.mean() >= 0.8
+    trail_found = (net[truth["trail"]] & (1 << K["trail"])) > 0
+    assert trail_found.mean() >= 0.5
+    col_found = (net[truth["hot"]] & ((1 << K["hot"]) | (1 << K["dead"]))) > 0
+    assert col_found.mean() >= 0.5
+    near = ndimage.binary_dilation(truth["cosmic_ray"] | truth["trail"] | truth["hot"],
+                                   iterations=3)
+    assert np.count_nonzero(net[~near]) <= 5
+    assert prob.dtype == np.uint8
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7])
+def test_masks_follow_flips_and_rotations(masker, crop, k):
+    img, iv = crop
+    planted, _ = _plant(img, iv)
+    planted, iv = planted[:, :256], iv[:, :256]          # square: rotations keep the shape
+
+    def tf(a):
+        a = np.fliplr(a) if k >= 4 else a
+        return np.ascontiguousarray(np.rot90(a, k % 4))
+
+    _, m0 = _run(masker, planted, iv)
+    _, m1 = _run(masker, tf(planted), tf(iv))
+    a, b = tf(m0 & NET) > 0, (m1 & NET) > 0
+    iou = (a & b).sum() / max(1, (a | b).sum())
+    assert iou >= 0.8, iou

@@ -1,0 +1,217 @@
+"""Tests of the morphology tree, label mapping and spin-symmetric network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tilecat.morphology.labels import IGNORE, decode, encode, priors
+from tilecat.morphology.tree import (
+    N_ANSWERS,
+    QUESTIONS,
+    answer_slices,
+    column_names,
+    mirror_permutation,
+)
+
+
+def _consistent_truth(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random truth labels that respect the tree (non-applicable -> NOT_APPLICABLE)."""
+    rng = np.random.default_rng(seed)
+    t = rng.choice(["smooth", "featured", "artifact"], n)
+    featured = t == "featured"
+    edge = featured & (rng.random(n) < 0.3)
+    face = featured & ~edge
+    arms = face & (rng.random(n) < 0.6)
+    return {
+        "t_class": t.astype(object),
+        "edge_on": edge,
+        "spiral_arms": arms,
+        "spin": np.where(arms, rng.choice(["S", "Z"], n), "none").astype(object),
+        "bar": np.where(face, rng.choice(["strong", "weak", "none"], n), "none").astype(object),
+        "bulge_size": np.where(face, rng.choice(["none", "small", "moderate", "large"], n),
+                               "none").astype(object),
+        "merger": (t != "artifact") & (rng.random(n) < 0.2),
+        "roundness": np.where(t == "smooth", rng.choice(["round", "between", "cigar"], n),
+                              "none").astype(object),
+    }
+
+
+def test_tree_columns():
+    cols = column_names()
+    assert len(cols) == N_ANSWERS == len(set(cols))
+    assert "morph_t_featured_raw" in cols and "morph_spin_S_raw" in cols
+    assert "morph_bulge_size_moderate_raw" in cols and "morph_roundness_cigar_raw" in cols
+    s = answer_slices()
+    assert [cols[i] for i in range(s["spin"].start, s["spin"].stop)] == [
+        "morph_spin_S_raw", "morph_spin_Z_raw"]
+
+
+def test_mirror_permutation_swaps_only_spin():
+    perm = mirror_permutation()
+    cols = column_names()
+    moved = [cols[i] for i in range(N_ANSWERS) if perm[i] != i]
+    assert moved == ["morph_spin_S_raw", "morph_spin_Z_raw"]
+    assert np.array_equal(perm[perm], np.arange(N_ANSWERS))
+
+
+def test_label_round_trip():
+    truth = _consistent_truth(500)
+    targets = encode(truth)
+    assert targets.shape == (500, len(QUESTIONS))
+    back = decode(targets)
+    for key, values in truth.items():
+        assert np.array_equal(np.asarray(back[key]), np.asarray(values)), key
+    # the tree masks: spin only for face-on spirals, roundness only for smooth
+    j_spin = [q.name for q in QUESTIONS].index("spin")
+    j_round = [q.name for q in QUESTIONS].index("roundness")
+    assert np.all((targets[:, j_spin] != IGNORE) == truth["spiral_arms"])
+    assert np.all((targets[:, j_round] != IGNORE) == (truth["t_class"] == "smooth"))
+
+
+def test_label_inconsistent_truth_is_masked():
+    truth = _consistent_truth(4)
+    truth["t_class"] = np.array(["smooth"] * 4, dtype=object)
+    truth["spin"] = np.array(["S", "Z", "S", "none"], dtype=object)  # spin on smooth galaxies
+    targets = encode(truth)
+    j_spin = [q.name for q in QUESTIONS].index("spin")
+    assert np.all(targets[:, j_spin] == IGNORE)
+
+
+def test_priors_sum_to_one():
+    p = priors(encode(_consistent_truth(300)))
+    for q in QUESTIONS:
+        assert abs(sum(p[q.name].values()) - 1) < 1e-9
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def sym_net():
+    from tilecat.morphology.model import build
+    from tilecat.morphology.net import fuse_all
+
+    torch.manual_seed(1)
+    card = {"input": {"bands": ["g", "r", "i", "z"], "stamp_size": 32}}
+    net = build(card)
+    # give the batch norms non-trivial statistics, then fold them
+    net.train()
+    with torch.no_grad():
+        net.net(torch.randn(16, 4, 32, 32))
+    return fuse_all(net).to(memory_format=torch.channels_last)
+
+
+def test_spin_swap_under_mirror(sym_net):
+    x = torch.randn(6, 4, 32, 32)
+    x[:, :, :, :16] += 2.0  # asymmetric
+    with torch.inference_mode():
+        p = sym_net(x).numpy()
+        pm = sym_net(x.flip(-1)).numpy()
+    s = answer_slices()["spin"]
+    assert np.array_equal(pm[:, s.start], p[:, s.start + 1])
+    assert np.array_equal(pm[:, s.start + 1], p[:, s.start])
+    assert np.array_equal(pm[:, mirror_permutation()], p)
+    # not trivially symmetric: spin probabilities differ from 1/2
+    assert np.abs(p[:, s.start] - 0.5).max() > 1e-4
+    for sl in answer_slices().values():
+        np.testing.assert_allclose(p[:, sl].sum(1), 1, rtol=1e-5)
+
+
+def test_batch_invariance(sym_net):
+    x = torch.randn(9, 4, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole = sym_net(x)
+        pairs = torch.cat([sym_net(x[i:i + 2]) for i in range(0, 8, 2)] + [sym_net(x[7:9])[1:]])
+    assert torch.equal(whole, pairs)
+
+
+def test_fuse_preserves_outputs():
+    from tilecat.morphology.model import build
+    from tilecat.morphology.net import fuse_all
+
+    torch.manual_seed(2)
+    net = build({"input": {"bands": ["g", "r"], "stamp_size": 32}})
+    net.train()
+    with torch.no_grad():
+        net.net(torch.randn(8, 2, 32, 32) * 3)
+    net.eval()
+    x = torch.randn(5, 2, 32, 32)
+    with torch.inference_mode():
+        before = net(x)
+        after = fuse_all(net)(x)
+    np.testing.assert_allclose(before.numpy(), after.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _fake_stamp_set(path, n: int = 48, size: int = 32, seed: int = 0):
+    """A tiny galaxy stamp set in the SIM_CONTRACT layout (Gaussian blobs, random labels)."""
+    truth = _consistent_truth(n, seed)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r50 = rng.uniform(0.5, 2.0, n)  # arcsec
+    img = np.exp(-(xx**2 + yy**2)[None] / (2 * (r50[:, None, None] / 0.262 / 1.18) ** 2))
+    stamps = np.arcsinh(20 * img[:, None] + rng.normal(size=(n, 4, size, size))).astype(np.float32)
+    xr = pytest.importorskip("xarray")
+    data = {"stamps": (("object", "band", "y", "x"), stamps),
+            "sigma": (("object", "band"), np.ones((n, 4), np.float32)),
+            "r50": (("object",), r50), "sersic_n": (("object",), rng.uniform(0.5, 4, n)),
+            "e1": (("object",), rng.normal(0, 0.1, n)), "e2": (("object",), rng.normal(0, 0.1, n)),
+            "snr": (("object",), rng.uniform(5, 100, n)),
+            "psf_fwhm": (("object", "band"), np.ones((n, 4)))}
+    for k, v in truth.items():
+        data[k] = (("object",), v)
+    ds = xr.Dataset(data, coords={"band": np.array(["g", "r", "i", "z"], dtype=object)},
+                    attrs={"bands": ["g", "r", "i", "z"], "pixel_scale": 0.262, "seed": seed,
+                           "heldout": False, "recipe": "test"})
+    ds.to_zarr(path, zarr_format=3, consolidated=False, mode="w")
+    return path
+
+
+def test_train_then_infer_smoke(tmp_path):
+    """Train both nets for one epoch on a tiny set; the engine runs both heads from the cards."""
+    import pyarrow.parquet as pq
+
+    from tilecat.infer import run_infer
+    from tilecat.morphology.train import train_morphology
+    from tilecat.structure.train import train_structure
+    from tilecat.survey import tile_paths
+
+    st = _fake_stamp_set(tmp_path / "stamps.zarr")
+    arch = {"widths": [8, 8, 16], "strides": [2, 2, 2], "kernels": [3, 3, 3], "hidden": 16}
+    card = train_morphology(st, tmp_path / "morph", epochs=1, batch_size=16, arch=arch,
+                            log=lambda s: None)
+    assert card["priors_train"]["t"] and len(card["sha256"]) == 64
+    card_s = train_structure(st, tmp_path / "struct", epochs=1, batch_size=16, arch=arch,
+                             log=lambda s: None)
+    assert "r50_median_rel_err" in card_s["evaluation"]["metrics"]
+
+    xr = pytest.importorskip("xarray")
+    cfg = {"survey": {"name": "t", "bands": ["g", "r", "i", "z"], "pixel_scale": 0.262},
+           "results": str(tmp_path / "res"),
+           "infer": {"models": ["morphology", "structure"], "batch_size": 8, "device": "cpu",
+                     "model_dirs": {"morphology": str(tmp_path / "morph"),
+                                    "structure": str(tmp_path / "struct")}}}
+    src = xr.open_zarr(st, consolidated=False)
+    cut = xr.Dataset({"stamp": src.stamps[:10].astype(np.float32),
+                      "object_id": (("object",), np.arange(10, 0, -1, dtype=np.int64))})
+    cut.to_zarr(tile_paths(cfg, "t0")["cutouts"], zarr_format=3, consolidated=False, mode="w")
+    run_infer(cfg, "t0")
+    table = pq.read_table(tile_paths(cfg, "t0")["infer"])
+    assert table["object_id"].to_pylist() == list(range(1, 11))
+    assert "morph_spin_Z_raw" in table.column_names and "struct_r50_err" in table.column_names
+    assert np.all(table["struct_r50_err"].to_numpy() > 0)
+
+
+def test_degrade_keeps_unit_noise_and_blurs():
+    from tilecat.morphology.fit import degrade
+
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.asinh(torch.randn(64, 4, 32, 32, generator=gen))
+    out = degrade(noise, gen, prob=1.0, max_blur=2.0, min_scale=0.45)
+    assert abs(float(torch.sinh(out).std()) - 1.0) < 0.05
+    point = torch.zeros(8, 4, 32, 32)
+    point[:, :, 16, 16] = 1e4
+    x = torch.asinh(point)
+    blurred = torch.sinh(degrade(x, gen, prob=1.0, max_blur=2.0, min_scale=0.45))
+    assert float(blurred[:, :, 16, 16].max()) < 1e4  # peak spread and scaled down
+    assert torch.equal(degrade(x, gen, prob=0.0, max_blur=2.0, min_scale=0.45), x)

@@ -1,0 +1,166 @@
+"""Tests of the photo-z network, its inference head in the engine, and train_photoz."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_photoz_fixtures import BANDS, infer_config, write_cutouts, write_stamp_store  # noqa: E402
+
+from tilecat.errors import InputError  # noqa: E402
+from tilecat.infer import run_infer  # noqa: E402
+from tilecat.models import load_model, save_model  # noqa: E402
+from tilecat.photoz.augment import d4_centred  # noqa: E402
+from tilecat.photoz.grid import META_KEY, ZGrid  # noqa: E402
+from tilecat.photoz.model import build  # noqa: E402
+from tilecat.photoz.summary import cdf_at  # noqa: E402
+from tilecat.survey import tile_paths  # noqa: E402
+
+SIZE = 32
+GRID = ZGrid(0.0, 1.5, 60)
+
+
+def _card() -> dict:
+    return {"name": "photoz", "version": "0",
+            "input": {"bands": BANDS, "stamp_size": SIZE, "pixel_scale": 0.262},
+            "z_grid": GRID.to_meta(), "prior": {"p": list(GRID.histogram([0.3, 0.5]))}}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("photoz")
+    save_model(build(_card()), _card(), d)
+    return d
+
+
+def test_module_outputs_normalised_pdfs_batch_invariant():
+    torch.manual_seed(1)
+    m = build(_card()).eval()
+    x = torch.randn(5, 4, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    s = torch.full((5, 4), 0.005)
+    with torch.inference_mode():
+        p5 = m(x, s)
+        p2 = m(x[:2], s[:2])
+    assert p5.shape == (5, 60) and torch.all(p5 >= 0)
+    torch.testing.assert_close(p5.sum(1), torch.ones(5))
+    assert torch.equal(p5[:2], p2)
+
+
+def test_photometric_features_depend_on_sigma():
+    """Colours need sigma: scaling one band's noise changes the colour features."""
+    m = build(_card()).eval()
+    x = torch.randn(3, 4, SIZE, SIZE) + 2.0
+    s = torch.full((3, 4), 0.005)
+    s2 = s.clone()
+    s2[:, 0] *= 10 ** 0.4  # g band 1 mag brighter
+    f1, f2 = m.net.photo.raw(x, s), m.net.photo.raw(x, s2)
+    a = m.net.photo.n_ap
+    # reference (r) magnitudes unchanged, g-r colours 1 mag bluer
+    torch.testing.assert_close(f1[:, :a], f2[:, :a])
+    torch.testing.assert_close(f1[:, a:2 * a] - f2[:, a:2 * a], torch.ones(3, a), atol=0.02,
+                               rtol=0)
+
+
+def test_d4_centred_keeps_centre():
+    x = torch.zeros(1, 1, SIZE, SIZE)
+    x[0, 0, SIZE // 2, SIZE // 2] = 1.0
+    x[0, 0, SIZE // 2, SIZE // 2 + 3] = 2.0
+    for k in range(8):
+        y = d4_centred(x, k)
+        assert y[0, 0, SIZE // 2, SIZE // 2] == 1.0
+        assert float(y.sum()) == 3.0
+        r = torch.nonzero(y[0, 0] == 2.0)[0] - SIZE // 2
+        assert int(r.abs().sum()) == 3  # the other pixel stays 3 px from the centre
+
+
+def test_engine_writes_photoz_columns(tmp_path, model_dir):
+    tables = []
+    for bs in (1, 64):
+        cfg = infer_config(tmp_path / f"b{bs}", ["photoz"], {"photoz": str(model_dir)}, bs)
+        ids = write_cutouts(cfg, "t0", 20, SIZE)
+        run_infer(cfg, "t0")
+        tables.append(pq.read_table(tile_paths(cfg, "t0")["infer"]))
+    t = tables[0]
+    assert t.equals(tables[1])  # batch-size invariant
+    assert t.column_names == ["object_id", "z_pdf", "z_mean", "z_median", "z_mode", "z_std",
+                              "z_odds"]
+    assert t.schema.field("z_pdf").type == pa.list_(pa.float16())
+    assert all(t.schema.field(c).type == pa.float32() for c in t.column_names[2:])
+    assert t["object_id"].to_numpy().tolist() == sorted(ids.tolist())
+    p = np.array(t["z_pdf"].to_pylist(), dtype=np.float64)
+    assert p.shape == (20, 60) and np.all(p >= 0)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=3e-3)
+    np.testing.assert_allclose(cdf_at(p / p.sum(1, keepdims=True), GRID, t["z_median"].to_numpy()),
+                               0.5, atol=2e-3)
+    np.testing.assert_allclose(t["z_mean"].to_numpy(), p @ GRID.centres, atol=2e-3)
+    meta = t.schema.metadata
+    grid = json.loads(meta[META_KEY.encode()])
+    assert len(grid["edges"]) == 61 and ZGrid.from_meta(grid) == GRID
+    assert "p" in json.loads(meta[b"tilecat.z_prior"])
+    assert json.loads(meta[b"tilecat.units"])["z_pdf"] == ""
+
+
+def test_engine_refuses_cutouts_without_sigma(tmp_path, model_dir):
+    cfg = infer_config(tmp_path, ["photoz"], {"photoz": str(model_dir)})
+    write_cutouts(cfg, "t0", 5, SIZE, with_sigma=False)
+    with pytest.raises(InputError, match="sigma"):
+        run_infer(cfg, "t0")
+
+
+def test_head_converts_zeropoints(tmp_path, model_dir):
+    from tilecat.photoz.head import HEAD
+
+    cfg = infer_config(tmp_path, ["photoz"], {"photoz": str(model_dir)})
+    cfg["survey"]["zeropoints"] = {"g": 25.0, "r": 22.5, "i": 22.5, "z": 30.0}
+    lh = HEAD.load(cfg, torch.device("cpu"))
+    np.testing.assert_allclose(lh.module.flux_scale.numpy(), [0.1, 1, 1, 1e-3], rtol=1e-6)
+    assert lh.inputs == ("sigma",)
+
+
+def test_train_photoz_smoke(tmp_path):
+    from tilecat.photoz.train import predict_pdf, train_photoz
+
+    store = write_stamp_store(tmp_path / "s.zarr", 120, SIZE, seed=5, n_artifacts=8)
+    logs: list[str] = []
+    card = train_photoz(store, tmp_path / "m", epochs=2, batch_size=32, threads=1,
+                        grid=ZGrid(0.0, 1.5, 30), log=logs.append,
+                        arch={"widths": [8, 16], "strides": [2, 2], "kernels": [3, 3],
+                              "hidden": 32})
+    assert card["training"]["data"]["n_galaxies"] == 120  # artefacts dropped
+    assert abs(sum(card["prior"]["p"]) - 1) < 1e-6 and len(card["prior"]["p"]) == 30
+    assert 0.5 <= card["temperature"] <= 3.0
+    assert card["evaluation"]["set"] == "validation"
+    for k in ("sigma_nmad", "bias", "pit_ks", "crps", "outlier_frac_015"):
+        assert np.isfinite(card["evaluation"]["metrics"][k])
+    module, card2 = load_model(tmp_path / "m", build)
+    assert card2["sha256"] == card["sha256"]
+    from tilecat.photoz.data import load_photoz_set
+
+    d = load_photoz_set(store)
+    p = predict_pdf(module, d.stamps[:10], d.sigma[:10])
+    assert p.shape == (10, 30)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    assert any("epoch 2/2" in line for line in logs)
+
+
+def test_degrade_noise_and_sigma():
+    from tilecat.photoz.augment import degrade
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.asinh(torch.randn(200, 4, SIZE, SIZE, generator=gen))  # unit noise
+    s = torch.full((200, 4), 0.01)
+    y, s2 = degrade(x, s, gen, prob=1.0, max_noise_factor=2.0, max_blur_fwhm=3.0)
+    k = s2 / s
+    assert torch.all((k >= 1.0) & (k <= 2.0 + 1e-6))
+    # background noise stays 1 in units of the new sigma (blurred noise + fresh noise)
+    std = torch.sinh(y).std(dim=(2, 3))
+    assert abs(float(std.mean()) - 1.0) < 0.05
+    y0, s0 = degrade(x, s, gen, prob=0.0)
+    assert torch.equal(y0, x) and torch.equal(s0, s)
