@@ -49,7 +49,7 @@ def _module(name: str, size: int):
     if _shipped(name):
         lh = get_head(name).load(cfg, torch.device("cpu"))
         return lh.module, "shipped"
-    card = {"input": {"bands": BANDS, "stamp_size": size, "pixel_scale": 0.262}}
+    card = _card(name, size)
     if name == "morphology":
         from tilecat.morphology.model import build
     else:
@@ -57,19 +57,34 @@ def _module(name: str, size: int):
     m = build(card)
     m.train()
     with torch.no_grad():
-        m.net(torch.randn(8, len(BANDS), size, size))
+        m.net(torch.randn(8, len(BANDS), size, size), *_extra(name, 8, pixels=True))
     return fuse_all(m).to(memory_format=torch.channels_last), "untrained"
+
+
+def _card(name: str, size: int) -> dict:
+    card = {"input": {"bands": BANDS, "stamp_size": size, "pixel_scale": 0.262}}
+    if name == "structure":
+        card["arch"] = {"widths": [24, 48, 64, 64, 128, 128], "psf_input": True}
+    return card
+
+
+def _extra(name: str, n: int, pixels: bool = False) -> tuple:
+    """Further inputs of a head's module: the PSF FWHM per band for structure."""
+    if name != "structure":
+        return ()
+    return (torch.full((n, len(BANDS)), 1.3 / (0.262 if pixels else 1.0)),)
 
 
 def bench_head(name: str, batch: int, size: int, seconds: float) -> dict:
     module, weights = _module(name, size)
     x = torch.randn(batch, len(BANDS), size, size).contiguous(memory_format=torch.channels_last)
-    macs = count_macs(module, x[:2]) / 2
+    extra = _extra(name, batch)
+    macs = count_macs(module, x[:2], *(e[:2] for e in extra)) / 2
     with torch.inference_mode():
-        module(x)
+        module(x, *extra)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds or n < 2:
-            module(x)
+            module(x, *extra)
             n += 1
         dt = (time.perf_counter() - t0) / n
     ops = batch / dt
@@ -89,12 +104,11 @@ def bench_engine(models: list[str], n_obj: int, size: int, batch: int) -> float:
             if not _shipped(name):  # save an untrained model so the engine can load it
                 from tilecat.models import save_model
 
-                module, _ = _module(name, size)
                 if name == "morphology":
                     from tilecat.morphology.model import build
                 else:
                     from tilecat.structure.model import build
-                card = {"input": {"bands": BANDS, "stamp_size": size, "pixel_scale": 0.262}}
+                card = _card(name, size)
                 save_model(build(card), card, Path(tmp) / name)
                 model_dirs[name] = str(Path(tmp) / name)
         cfg = {"survey": {"name": "b", "bands": BANDS, "pixel_scale": 0.262},
@@ -108,6 +122,11 @@ def bench_engine(models: list[str], n_obj: int, size: int, batch: int) -> float:
             coords={"band": np.array(BANDS, dtype=object)})
         ds.to_zarr(tile_paths(cfg, "bench")["cutouts"], zarr_format=3, consolidated=False,
                    encoding={"stamp": {"chunks": (256, len(BANDS), size, size)}})
+        store = tile_paths(cfg, "bench")["store"]  # the tile's PSF, for the structure head
+        store.mkdir(parents=True)
+        (store / "zarr.json").write_text(json.dumps({
+            "zarr_format": 3, "node_type": "group",
+            "attributes": {"psf_fwhm": {b: 1.3 for b in BANDS}}}))
         t0 = time.perf_counter()
         run_infer(cfg, "bench")
         return n_obj / (time.perf_counter() - t0)

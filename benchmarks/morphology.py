@@ -143,7 +143,8 @@ def main() -> None:
     lhs = head_s.load(cfg, torch.device("cpu"))
     gal = np.flatnonzero((np.asarray(data.labels["t_class"]) != "artifact")
                          & (np.asarray(data.labels["r50"], float) > 0))
-    pred = to_columns(predict(lhs.module, data.stamps[gal]), data.pixel_scale)
+    aux = (np.asarray(data.psf_fwhm, np.float32)[gal] if "psf_fwhm" in lhs.inputs else None)
+    pred = to_columns(predict(lhs.module, data.stamps[gal], aux=aux), data.pixel_scale)
     truth = {k: np.asarray(data.labels[k], float)[gal] for k in ("r50", "sersic_n", "e1", "e2")}
     sm = structure_metrics(pred, truth, snr[gal])
     hi = snr[gal] > 20

@@ -75,7 +75,7 @@ def batch_tile_ids(wildcards):
 
 def release_report(wildcards):
     """The QA report, when the workflow has a `report` rule."""
-    return list(rules.report.output) if hasattr(rules, "report") else []
+    return list(workflow.get_rule("report").output) if workflow.is_rule("report") else []
 
 
 def release_target(wildcards):

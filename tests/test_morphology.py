@@ -195,6 +195,17 @@ def test_train_then_infer_smoke(tmp_path):
     cut = xr.Dataset({"stamp": src.stamps[:10].astype(np.float32),
                       "object_id": (("object",), np.arange(10, 0, -1, dtype=np.int64))})
     cut.to_zarr(tile_paths(cfg, "t0")["cutouts"], zarr_format=3, consolidated=False, mode="w")
+    from tilecat.errors import InputError
+
+    with pytest.raises(InputError, match="PSF FWHM"):  # structure needs the tile's PSF
+        run_infer(cfg, "t0")
+    import json as _json
+
+    store = tile_paths(cfg, "t0")["store"]
+    store.mkdir(parents=True)
+    (store / "zarr.json").write_text(_json.dumps({
+        "zarr_format": 3, "node_type": "group",
+        "attributes": {"psf_fwhm": {"g": 1.2, "r": 1.1, "i": 1.0, "z": 1.0}}}))
     run_infer(cfg, "t0")
     table = pq.read_table(tile_paths(cfg, "t0")["infer"])
     assert table["object_id"].to_pylist() == list(range(1, 11))

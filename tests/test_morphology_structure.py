@@ -65,10 +65,13 @@ def test_transform_matches_image_moments():
 
 def test_mirror_equivariance():
     torch.manual_seed(0)
-    net = MirrorAveraged(StructureNet(4)).eval()
+    net = MirrorAveraged(StructureNet(4, {"psf_input": True}), PIXSCALE).eval()
     x = torch.randn(3, 4, 32, 32)
+    psf = torch.full((3, 4), 1.2)
     with torch.inference_mode():
-        a, b = net(x), net(x.flip(-1))
+        a, b = net(x, psf), net(x.flip(-1), psf)
+        c = net(x, psf * 1.5)
+    assert not torch.equal(a, c)  # the PSF input is used
     assert torch.equal(a[:, :3], b[:, :3]) and torch.equal(a[:, 3], -b[:, 3])
     assert torch.equal(a[:, 4:], b[:, 4:]) and bool((a[:, 4:] > 0).all())
 
@@ -96,7 +99,8 @@ def test_shipped_model_measures_exponential_disk():
     lh = head.load({"survey": {"pixel_scale": PIXSCALE}, "infer": {}}, torch.device("cpu"))
     for r50 in (0.6, 1.0, 1.6):
         stamps = np.stack([_exponential_disk(r50, seed) for seed in range(8)])
-        cols = to_columns(predict(lh.module, stamps), PIXSCALE)
+        aux = np.full((len(stamps), 4), 1.1, np.float32) if lh.inputs else None
+        cols = to_columns(predict(lh.module, stamps, aux=aux), PIXSCALE)
         mean = float(np.mean(cols["r50"]))
         err = float(np.median(cols["r50_err"]))
         assert abs(mean - r50) < err, (r50, mean, err)

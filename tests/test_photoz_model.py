@@ -164,3 +164,17 @@ def test_degrade_noise_and_sigma():
     assert abs(float(std.mean()) - 1.0) < 0.05
     y0, s0 = degrade(x, s, gen, prob=0.0)
     assert torch.equal(y0, x) and torch.equal(s0, s)
+
+
+def test_degrade_blur_conserves_flux():
+    from tilecat.photoz.augment import degrade
+
+    gen = torch.Generator().manual_seed(3)
+    s = torch.zeros(4, 4, SIZE, SIZE)
+    s[:, :, SIZE // 2, SIZE // 2] = 1e4  # a bright point source, no noise
+    y, _ = degrade(torch.asinh(s), torch.full((4, 4), 0.01), gen, prob=1.0,
+                   max_noise_factor=1.0 + 1e-9, max_blur_fwhm=6.0)
+    f = torch.sinh(y.double())
+    torch.testing.assert_close(f.sum(dim=(2, 3)), torch.full((4, 4), 1e4, dtype=torch.float64),
+                               rtol=1.5e-2, atol=0)  # + re-added unit noise
+    assert float(f.amax(dim=(2, 3)).min()) < 1e4  # it was blurred

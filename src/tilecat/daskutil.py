@@ -13,7 +13,8 @@
     started inside a SLURM allocation); the cluster is left running on exit.
 ``slurm``
     A ``dask_jobqueue.SLURMCluster`` of ``dask.workers`` single-core jobs (needs the
-    ``dask-jobqueue`` package), closed on exit.
+    ``dask-jobqueue`` package; job options from ``dask.jobqueue``), closed on exit;
+    the block starts once the first worker has joined.
 """
 
 from __future__ import annotations
@@ -24,9 +25,20 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["dask_context", "SCHEDULERS"]
+__all__ = ["dask_context", "SCHEDULERS", "slurm_cluster_kwargs"]
 
 SCHEDULERS: tuple[str, ...] = ("threads", "synchronous", "local", "distributed", "slurm")
+
+
+def slurm_cluster_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for scheduler ``slurm``:
+    single-core 4 GB jobs without a dashboard, updated with ``dask.jobqueue``
+    (e.g. ``queue``, ``walltime``, ``memory``, ``account``, ``job_extra_directives``)."""
+    opts = config.get("dask") or {}
+    kwargs: dict[str, Any] = {"cores": 1, "processes": 1, "memory": "4GB",
+                              "scheduler_options": {"dashboard_address": None}}
+    kwargs.update(opts.get("jobqueue") or {})
+    return kwargs
 
 
 @contextlib.contextmanager
@@ -87,10 +99,11 @@ def dask_context(config: dict[str, Any]) -> Iterator[Any]:
             ) from exc
         from distributed import Client
 
-        with SLURMCluster(cores=1, processes=1, memory="4GB") as cluster:
+        with SLURMCluster(**slurm_cluster_kwargs(config)) as cluster, \
+                Client(cluster) as client:
             cluster.scale(workers)
-            with Client(cluster) as client:
-                yield client
+            client.wait_for_workers(1, timeout=float(opts.get("timeout", 600)))
+            yield client
     else:
         raise ConfigError(f"key 'dask.scheduler': unknown scheduler {scheduler!r}; "
                           f"known: {list(SCHEDULERS)}")

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["ProbGroup", "card_groups", "PHOTOZ_GROUP", "STAGES", "Z_SUMMARY"]
+__all__ = ["ProbGroup", "card_groups", "group_values", "list_array", "PHOTOZ_GROUP", "STAGES",
+           "Z_SUMMARY"]
 
 #: the name of the photo-z group (also its key in ``survey.priors``)
 PHOTOZ_GROUP = "z"
@@ -119,3 +120,37 @@ def card_groups(card: Mapping[str, Any]) -> list[ProbGroup]:
         return [_photoz_group(card)]
     raise ModelError(f"model {name!r}: no probability outputs to calibrate (only the "
                      "morphology and photoz models have them)")
+
+
+def group_values(table: Any, g: ProbGroup, stage: str = "raw") -> np.ndarray:
+    """Probabilities of group ``g`` at ``stage`` in a pyarrow table, float64 ``(n, K)``.
+
+    Raises
+    ------
+    KeyError
+        A column is missing.
+    ValueError
+        A list column whose lists are not all of length ``K``.
+    """
+    names = g.columns(stage)
+    k = len(g.labels)
+    if g.list_column:
+        col = table[names[0]].combine_chunks()
+        flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float64)
+        if flat.size != len(col) * k:
+            raise ValueError(f"column {names[0]}: lists are not all of length {k}")
+        return flat.reshape(len(col), k)
+    if table.num_rows == 0:
+        return np.zeros((0, k))
+    return np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), np.float64)
+                     for c in names], axis=1)
+
+
+def list_array(values: np.ndarray) -> Any:
+    """``(n, K)`` probabilities -> a pyarrow ``list<float16>`` array (as ``z_pdf``)."""
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    n, k = values.shape
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.astype(np.float16).reshape(-1)))

@@ -67,7 +67,17 @@ def explain(config: Mapping[str, Any], tile: str, object_id: int, head: str, ans
     loaded = h.load(config, torch.device("cpu"))
     h.check_input(loaded, cut.bands, cut.size)
     index = h.output_index(loaded, answer)
-    cam, value = gradcam(loaded.module.float(), stamp, index)
+    extra = []
+    for v in loaded.inputs:
+        if v in cut.variables:
+            extra.append(cut.read(v, i, i + 1)[0])
+        elif v == "psf_fwhm":
+            from ..infer.engine import tile_psf_fwhm
+
+            extra.append(tile_psf_fwhm(config, tile, cut.bands))
+        else:
+            raise InputError(tile, str(path), f"model {head!r} needs {v!r}, not in the cutouts")
+    cam, value = gradcam(loaded.module.float(), stamp, index, tuple(extra))
     rgb = lupton_rgb(stamp, cut.bands)
     _figure(rgb, cam, f"{tile} object {object_id}", f"{head}: {answer} = {value:.3f}",
             out_png, atomic_path)

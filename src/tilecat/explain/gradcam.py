@@ -35,7 +35,8 @@ def last_conv_block(module: nn.Module) -> nn.Module:
     return last
 
 
-def gradcam(module: nn.Module, stamp: np.ndarray, index: int) -> tuple[np.ndarray, float]:
+def gradcam(module: nn.Module, stamp: np.ndarray, index: int,
+            extra: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, float]:
     """Grad-CAM map of output ``index`` for one stamp.
 
     Parameters
@@ -45,6 +46,9 @@ def gradcam(module: nn.Module, stamp: np.ndarray, index: int) -> tuple[np.ndarra
     stamp : ndarray, shape (C, S, S)
     index : int
         Output column to explain.
+    extra : tuple of ndarray
+        The module's further per-object inputs for this object (e.g. PSF FWHM per
+        band), each of shape ``(...)`` without the object axis.
 
     Returns
     -------
@@ -65,7 +69,7 @@ def gradcam(module: nn.Module, stamp: np.ndarray, index: int) -> tuple[np.ndarra
     try:
         x = torch.from_numpy(np.ascontiguousarray(stamp, dtype=np.float32))[None]
         with torch.enable_grad():
-            y = module(x)
+            y = module(x, *(torch.from_numpy(np.asarray(e, np.float32))[None] for e in extra))
             value = y[0, index]
             value.backward()
     finally:

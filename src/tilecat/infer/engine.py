@@ -28,7 +28,11 @@ from .cutouts import Cutouts, open_cutouts
 from .heads import Column, Head, LoadedHead, RawOutput
 from .registry import get_head
 
-__all__ = ["run_infer", "infer_arrays", "build_table", "write_infer"]
+__all__ = ["run_infer", "infer_arrays", "build_table", "write_infer", "tile_psf_fwhm",
+           "KNOWN_INPUTS"]
+
+#: per-object inputs the engine can give a head besides the stamps
+KNOWN_INPUTS: tuple[str, ...] = ("psf_fwhm",)
 
 OBJECT_ID = Column("object_id", "int64", "", "object id: tile index * 1e6 + source number")
 
@@ -46,6 +50,37 @@ def _concat(parts: list[RawOutput]) -> RawOutput:
     return np.concatenate(parts, axis=0)  # type: ignore[arg-type]
 
 
+def tile_psf_fwhm(config: Mapping[str, Any], tile: str, bands: Sequence[str]) -> np.ndarray:
+    """PSF FWHM per band of ``tile`` [arcsec], from ``tile.zarr``'s ``psf_fwhm`` attribute.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_band,)
+
+    Raises
+    ------
+    InputError
+        The tile store or the PSF FWHM of a band is missing.
+    """
+    from ..errors import InputError
+    from ..store import read_attrs
+    from ..survey import tile_paths
+
+    store = tile_paths(dict(config), tile)["store"]
+    try:
+        attrs = read_attrs(store)
+    except OSError as exc:
+        raise InputError(tile, str(store),
+                         f"cannot read the PSF FWHM from the tile store attributes: {exc}"
+                         ) from exc
+    psf = attrs.get("psf_fwhm") or {}
+    missing = [b for b in bands if not psf.get(b)]
+    if missing:
+        raise InputError(tile, str(store), f"PSF FWHM of band(s) {missing} unknown (attribute "
+                         "'psf_fwhm', from the PSFFWHM header); the structure model needs it")
+    return np.array([float(psf[b]) for b in bands], dtype=np.float32)
+
+
 def infer_arrays(
     cutouts: Cutouts,
     loaded: Sequence[LoadedHead],
@@ -53,6 +88,7 @@ def infer_arrays(
     device: "Any",
     *,
     amp: bool = True,
+    context: Mapping[str, np.ndarray] | None = None,
 ) -> list[RawOutput]:
     """Run every loaded head over all stamps; one pass over the store.
 
@@ -68,6 +104,9 @@ def infer_arrays(
         Where the modules are.
     amp : bool
         fp16 autocast on CUDA (ignored on CPU).
+    context : dict, optional
+        Engine-provided per-object inputs by name (``(N, ...)`` arrays in store
+        order, e.g. ``psf_fwhm``); other inputs are read from the cutouts store.
 
     Returns
     -------
@@ -83,10 +122,17 @@ def infer_arrays(
     cuda = device.type == "cuda"
     parts: list[list[RawOutput]] = [[] for _ in loaded]
     names = sorted({v for lh in loaded for v in lh.inputs})  # extra per-object inputs
+    context = dict(context or {})
+
+    def read(v: str, start: int, stop: int) -> np.ndarray:
+        if v in context:
+            return np.ascontiguousarray(context[v][start:stop], dtype=np.float32)
+        return cutouts.read(v, start, stop)
+
     with torch.inference_mode():
         for start, block in cutouts.blocks(batch_size):
             host = torch.from_numpy(block)
-            extra = {v: torch.from_numpy(cutouts.read(v, start, start + block.shape[0]))
+            extra = {v: torch.from_numpy(read(v, start, start + block.shape[0]))
                      for v in names}
             if cuda:
                 host = host.pin_memory()
@@ -110,8 +156,7 @@ def infer_arrays(
                         parts[k].append(out)
     if len(cutouts) == 0:  # no objects: one dummy pass gives the output shapes
         x = torch.zeros((1, len(cutouts.bands), cutouts.size, cutouts.size), device=device)
-        ex = {v: torch.ones((1,) + cutouts.read(v, 0, 0).shape[1:], device=device)
-              for v in names}
+        ex = {v: torch.ones((1,) + read(v, 0, 0).shape[1:], device=device) for v in names}
         with torch.inference_mode(), autocast(device, enabled=amp):
             for k, lh in enumerate(loaded):
                 out = _to_host(lh.module(x, *[ex[v] for v in lh.inputs]))
@@ -239,13 +284,18 @@ def run_infer(config: Mapping[str, Any], tile: str) -> None:
             lh = head.load(config, device)
             head.check_input(lh, cutouts.bands, cutouts.size)
             for v in lh.inputs:
-                if v not in cutouts.variables:
+                if v not in cutouts.variables and v not in KNOWN_INPUTS:
                     from ..errors import InputError
 
                     raise InputError(tile, str(paths["cutouts"]),
                                      f"model {head.name!r} needs the per-object variable "
                                      f"{v!r}, which the cutouts store does not have")
             loaded.append(lh)
-        raws = infer_arrays(cutouts, loaded, batch_size, device)
+        context = {}
+        wanted = {v for lh in loaded for v in lh.inputs}
+        if "psf_fwhm" in wanted and "psf_fwhm" not in cutouts.variables:
+            psf = tile_psf_fwhm(config, tile, cutouts.bands)
+            context["psf_fwhm"] = np.broadcast_to(psf, (len(cutouts), len(psf)))
+        raws = infer_arrays(cutouts, loaded, batch_size, device, context=context)
     table = build_table(cutouts.object_id, heads, loaded, raws)
     write_infer(table, paths["infer"])

@@ -17,8 +17,8 @@ from .layers import BatchInvariantLinear
 __all__ = ["count_macs", "matmul_peak_gflops"]
 
 
-def count_macs(module: nn.Module, x: torch.Tensor) -> int:
-    """MACs of ``module(x)`` (conv + linear layers), for the whole batch ``x``.
+def count_macs(module: nn.Module, x: torch.Tensor, *extra: torch.Tensor) -> int:
+    """MACs of ``module(x, *extra)`` (conv + linear layers), for the whole batch ``x``.
 
     Parameters
     ----------
@@ -45,7 +45,7 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
             handles.append(m.register_forward_hook(linear_hook))
     try:
         with torch.inference_mode():
-            module(x)
+            module(x, *extra)
     finally:
         for h in handles:
             h.remove()

@@ -78,6 +78,13 @@ class LoadedHead:
         The model card (JSON) of the weights.
     columns : tuple of Column
         The columns this head writes (may depend on the card, e.g. a bin grid).
+    inputs : tuple of str
+        Per-object inputs the module takes after the stamps, in order: variables
+        of the cutouts store (e.g. ``"sigma"``) or ones the engine provides
+        (``"psf_fwhm"``: float32 ``(N, n_band)`` in arcsec, from the tile store's
+        ``psf_fwhm`` attribute, when the cutouts do not hold it).
+    extra : dict
+        Anything the head's postprocess needs (e.g. the pixel scale).
     """
 
     module: "torch.nn.Module"

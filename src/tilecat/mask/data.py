@@ -55,7 +55,8 @@ def pixel_frequencies(truth: np.ndarray) -> dict[str, float]:
     return {c: float(np.count_nonzero((truth >> k) & 1)) / n for k, c in enumerate(DEFECT_CLASSES)}
 
 
-def load_patches(path: str | Path, limit: int | None = None) -> PatchSet:
+def load_patches(path: str | Path, limit: int | None = None, resample_fraction: float = 0.0,
+                 seed: int = 0) -> PatchSet:
     """Read a defect-patch store and prepare its patches.
 
     Parameters
@@ -64,6 +65,12 @@ def load_patches(path: str | Path, limit: int | None = None) -> PatchSet:
         Zarr store with ``flux``, ``invvar``, ``truth`` (``dq`` unused as input).
     limit : int, optional
         Use only the first ``limit`` patches.
+    resample_fraction : float
+        Fraction of patches given coadd-like Lanczos resampling
+        (:func:`tilecat.mask.augment.resample_some`, seeded by ``seed``) before
+        preparation (training augmentation; 0 for evaluation).
+    seed : int
+        Seed of that choice.
 
     Raises
     ------
@@ -80,6 +87,10 @@ def load_patches(path: str | Path, limit: int | None = None) -> PatchSet:
     flux = np.asarray(ds["flux"].isel(patch=sl).values, dtype=np.float32)
     invvar = np.asarray(ds["invvar"].isel(patch=sl).values, dtype=np.float32)
     truth = np.asarray(ds["truth"].isel(patch=sl).values).astype(np.uint16)
+    if resample_fraction > 0:
+        from .augment import resample_some
+
+        flux = resample_some(flux, resample_fraction, np.random.default_rng([int(seed), 7]))
     x = np.stack([prepare_band(flux[i], invvar[i]) for i in range(flux.shape[0])])
     return PatchSet(x=x, truth=truth, attrs=dict(ds.attrs), path=str(path))
 

@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FitConfig", "d4", "degrade", "fit", "predict"]
+__all__ = ["FitConfig", "d4", "degrade", "degrade_with_blur", "fit", "predict",
+           "evaluate_loss"]
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 @dataclass
@@ -47,6 +50,41 @@ def d4(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.flip(-1) if k >= 4 else x
 
 
+def degrade_with_blur(x: torch.Tensor, gen: torch.Generator, prob: float, max_blur: float,
+                      min_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`degrade`, also returning the extra blur sigma of each stamp ``(B,)`` [pixels]."""
+    b = x.shape[0]
+    pick = torch.rand(b, generator=gen) < prob
+    blur = torch.zeros(b, dtype=x.dtype)
+    if not bool(pick.any()):
+        return x, blur
+    idx = torch.nonzero(pick).flatten()
+    s = torch.rand(len(idx), generator=gen) * max_blur
+    a = min_scale + (1 - min_scale) * torch.rand(len(idx), generator=gen)
+    out = x.clone()
+    out[idx] = _degrade_some(x[idx].contiguous(), s, a, max_blur, gen)
+    blur[idx] = s.to(x.dtype)
+    return out, blur
+
+
+def _degrade_some(x: torch.Tensor, s: torch.Tensor, a: torch.Tensor, max_blur: float,
+                  gen: torch.Generator) -> torch.Tensor:
+    n, c, h, w = x.shape
+    half = max(1, int(np.ceil(3 * max_blur)))
+    r = torch.arange(-half, half + 1, dtype=x.dtype)
+    g1 = torch.exp(-0.5 * (r[None] / s.clamp(min=1e-3)[:, None]) ** 2)
+    g1 = g1 / g1.sum(1, keepdim=True)  # s -> 0 gives a delta
+    k = g1[:, :, None] * g1[:, None, :]  # (n, K, K)
+    ksum2 = (k**2).sum((1, 2))
+    y = torch.sinh(x).reshape(1, n * c, h, w)
+    weight = k.repeat_interleave(c, dim=0)[:, None]  # (n*c, 1, K, K)
+    y = torch.nn.functional.conv2d(y, weight, padding=half, groups=n * c).reshape(n, c, h, w)
+    noise_sd = torch.sqrt((1 - a**2 * ksum2).clamp(min=0))
+    y = a[:, None, None, None] * y + noise_sd[:, None, None, None] * torch.randn(
+        y.shape, generator=gen, dtype=y.dtype)
+    return torch.asinh(y)
+
+
 def degrade(x: torch.Tensor, gen: torch.Generator, prob: float, max_blur: float,
             min_scale: float) -> torch.Tensor:
     """Simulate worse observing conditions on arcsinh(F/sigma) stamps (training augmentation).
@@ -59,41 +97,24 @@ def degrade(x: torch.Tensor, gen: torch.Generator, prob: float, max_blur: float,
     ``y' = a (y * k) + sqrt(1 - a^2 sum(k^2)) n``; return ``arcsinh(y')``.
     Labels are unchanged: the truth describes the intrinsic galaxy.
     """
-    b, c, h, w = x.shape
-    pick = torch.rand(b, generator=gen) < prob
-    if not bool(pick.any()):
-        return x
-    idx = torch.nonzero(pick).flatten()
-    n = len(idx)
-    s = torch.rand(n, generator=gen) * max_blur
-    a = min_scale + (1 - min_scale) * torch.rand(n, generator=gen)
-    half = max(1, int(np.ceil(3 * max_blur)))
-    r = torch.arange(-half, half + 1, dtype=x.dtype)
-    g1 = torch.exp(-0.5 * (r[None] / s.clamp(min=1e-3)[:, None]) ** 2)
-    g1 = g1 / g1.sum(1, keepdim=True)  # s -> 0 gives a delta
-    k = g1[:, :, None] * g1[:, None, :]  # (n, K, K)
-    ksum2 = (k**2).sum((1, 2))
-    y = torch.sinh(x[idx].contiguous()).reshape(1, n * c, h, w)
-    weight = k.repeat_interleave(c, dim=0)[:, None]  # (n*c, 1, K, K)
-    y = torch.nn.functional.conv2d(y, weight, padding=half, groups=n * c).reshape(n, c, h, w)
-    noise_sd = torch.sqrt((1 - a**2 * ksum2).clamp(min=0))
-    y = a[:, None, None, None] * y + noise_sd[:, None, None, None] * torch.randn(
-        y.shape, generator=gen, dtype=y.dtype)
-    out = x.clone()
-    out[idx] = torch.asinh(y)
-    return out
+    return degrade_with_blur(x, gen, prob, max_blur, min_scale)[0]
 
 
-def predict(module: torch.nn.Module, stamps: np.ndarray, batch_size: int = 256
-            ) -> np.ndarray:
-    """Run ``module`` (eval, inference mode) over ``stamps`` (N, C, H, W) -> float32 array."""
+def predict(module: torch.nn.Module, stamps: np.ndarray, batch_size: int = 256,
+            aux: np.ndarray | None = None) -> np.ndarray:
+    """Run ``module`` (eval, inference mode) over ``stamps`` (N, C, H, W) -> float32 array.
+
+    ``aux`` (N, ...) is passed as the module's second argument when given.
+    """
     module.eval()
     outs = []
     with torch.inference_mode():
         for i in range(0, len(stamps), batch_size):
             x = torch.from_numpy(stamps[i:i + batch_size]).contiguous(
                 memory_format=torch.channels_last)
-            outs.append(module(x).float().numpy())
+            extra = () if aux is None else (
+                torch.from_numpy(np.asarray(aux[i:i + batch_size], np.float32)),)
+            outs.append(module(x, *extra).float().numpy())
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
@@ -106,6 +127,8 @@ def fit(
     val: tuple[np.ndarray, np.ndarray],
     cfg: FitConfig,
     log: Callable[[str], None] = print,
+    aux: tuple[np.ndarray, np.ndarray] | None = None,
+    pixel_scale: float = 1.0,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; keep the best-validation weights.
 
@@ -126,6 +149,12 @@ def fit(
     cfg : FitConfig
     log : callable
         Progress lines.
+    aux : (train, validation) PSF FWHM arrays, optional
+        Per-object PSF FWHM per band [arcsec], ``(N, n_band)``, passed to the model
+        as ``model(x, psf_pix)`` in pixels; degraded stamps get their FWHM widened
+        in quadrature by the extra blur.
+    pixel_scale : float
+        arcsec / pixel (to convert ``aux`` and the blur).
 
     Returns
     -------
@@ -154,12 +183,17 @@ def fit(
             idx = np.sort(perm[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             k = int(rng.integers(8))
             x = d4(torch.from_numpy(stamps[idx]), k)
+            blur = torch.zeros(len(idx))
             if cfg.degrade_prob > 0:
-                x = degrade(x, gen, cfg.degrade_prob, cfg.degrade_max_blur,
-                            cfg.degrade_min_scale)
+                x, blur = degrade_with_blur(x, gen, cfg.degrade_prob, cfg.degrade_max_blur,
+                                            cfg.degrade_min_scale)
             x = x.contiguous(memory_format=torch.channels_last)
             t = transform_targets(tgt_all[idx], k)
-            loss = loss_fn(model(x), t)
+            extra = ()
+            if aux is not None:
+                fwhm = torch.from_numpy(np.asarray(aux[0][idx], np.float32)) / pixel_scale
+                extra = (torch.sqrt(fwhm**2 + (FWHM_PER_SIGMA * blur[:, None]) ** 2),)
+            loss = loss_fn(model(x, *extra), t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -168,7 +202,8 @@ def fit(
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} "
                     f"loss {total / (step + 1):.4f} ({time.perf_counter() - t0:.0f} s)")
-        val_loss = evaluate_loss(model, val[0], val[1], loss_fn)
+        val_loss = evaluate_loss(model, val[0], val[1], loss_fn,
+                                 aux=None if aux is None else aux[1] / pixel_scale)
         rec = {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "val_loss": val_loss,
                "seconds": time.perf_counter() - t0}
         history.append(rec)
@@ -183,8 +218,11 @@ def fit(
 
 def evaluate_loss(model: torch.nn.Module, stamps: np.ndarray, targets: np.ndarray,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  batch_size: int = 256) -> float:
-    """Mean loss over a set (eval mode, no augmentation), weighted by batch size."""
+                  batch_size: int = 256, aux: np.ndarray | None = None) -> float:
+    """Mean loss over a set (eval mode, no augmentation), weighted by batch size.
+
+    ``aux`` (N, ...) is passed as the model's second argument when given.
+    """
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
@@ -192,6 +230,8 @@ def evaluate_loss(model: torch.nn.Module, stamps: np.ndarray, targets: np.ndarra
             x = torch.from_numpy(stamps[i:i + batch_size]).contiguous(
                 memory_format=torch.channels_last)
             t = torch.from_numpy(np.ascontiguousarray(targets[i:i + batch_size]))
-            total += float(loss_fn(model(x), t)) * len(x)
+            extra = () if aux is None else (
+                torch.from_numpy(np.asarray(aux[i:i + batch_size], np.float32)),)
+            total += float(loss_fn(model(x, *extra), t)) * len(x)
             count += len(x)
     return total / max(count, 1)

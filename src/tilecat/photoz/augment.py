@@ -66,10 +66,13 @@ def degrade(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator, prob: fl
     g = torch.exp(-0.5 * (r[None, None, :] / sd[:, :, None]) ** 2)  # (m, B, K)
     g = torch.where(fwhm[:, :, None] < 0.05, (r == 0).float().expand_as(g), g)
     g = g / g.sum(-1, keepdim=True)
-    k2 = (g[..., :, None] * g[..., None, :]).reshape(m * nb, 1, 2 * half + 1, 2 * half + 1)
-    blurred = torch.nn.functional.conv2d(snr.reshape(1, m * nb, s, s), k2, padding=half,
-                                         groups=m * nb).reshape(m, nb, s, s)
-    resid = (k2 ** 2).sum(dim=(1, 2, 3)).reshape(m, nb)  # noise variance left after the blur
+    kk = 2 * half + 1
+    g1 = g.reshape(m * nb, 1, 1, kk)  # separable Gaussian: rows, then columns
+    blurred = torch.nn.functional.conv2d(snr.reshape(1, m * nb, s, s), g1,
+                                         padding=(0, half), groups=m * nb)
+    blurred = torch.nn.functional.conv2d(blurred, g1.reshape(m * nb, 1, kk, 1),
+                                         padding=(half, 0), groups=m * nb).reshape(m, nb, s, s)
+    resid = ((g ** 2).sum(-1)) ** 2  # (m, B): white-noise variance left after the blur
     lo, hi = 0.0, float(torch.log(torch.tensor(max_noise_factor)))
     k = torch.exp(lo + (hi - lo) * torch.rand(m, nb, generator=gen))
     add = torch.sqrt((k ** 2 - resid).clamp_min(0.0))

@@ -34,7 +34,7 @@ DEFAULT_ARCH: dict[str, Any] = {
     "widths": [16, 32, 48, 64, 96],
     "strides": [2, 2, 1, 2, 2],
     "kernels": [5, 3, 3, 3, 3],
-    "radii": [2.0, 4.0, 8.0],
+    "radii": [2.0, 4.0, 8.0, 12.0],
     "hidden": 192,
     "dropout": 0.1,
 }

@@ -27,7 +27,7 @@ __all__ = ["train_photoz", "predict_pdf", "fit_temperature", "evaluate", "VERSIO
 VERSION = "1"
 
 #: default observing-condition augmentation (:func:`tilecat.photoz.augment.degrade`)
-DEFAULT_DEGRADE: dict[str, float] = {"prob": 0.5, "max_noise_factor": 2.5, "max_blur_fwhm": 4.5}
+DEFAULT_DEGRADE: dict[str, float] = {"prob": 0.6, "max_noise_factor": 2.5, "max_blur_fwhm": 9.0}
 
 
 def predict_pdf(module: Any, stamps: np.ndarray, sigma: np.ndarray,

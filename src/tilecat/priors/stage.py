@@ -16,7 +16,8 @@ For photo-z the list columns are ``z_pdf`` (raw), ``z_pdf_cal`` and ``z_pdf_post
 the summary statistics of the corrected PDF are ``z_mean_post``, ``z_median_post``,
 ``z_mode_post``, ``z_std_post`` and ``z_odds_post`` (``z_mean`` ... stay those of the
 raw PDF, as the tiles have them). The survey N(z) is estimated on the model's bin
-grid over galaxies (objects weighted by 1 - P(artifact) when morphology is present).
+grid over galaxies (objects weighted by 1 - P(artifact) when morphology is present),
+by smoothed EM (``aggregate.nz_smooth`` passes of a [1, 2, 1] / 4 kernel per step).
 
 Priors used and the EM log go into the file metadata (``tilecat.priors``), the
 calibration maps into ``tilecat.calibration``.
@@ -33,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from ..calibrate.calibrators import Calibrator
-from ..calibrate.groups import STAGES, Z_SUMMARY, ProbGroup
+from ..calibrate.groups import STAGES, Z_SUMMARY, ProbGroup, group_values, list_array
 from ..errors import InputError, ModelError
-from .em import Block, EMResult, PriorGroup, run_em
+from .em import Block, EMResult, PriorGroup, prepare_block, run_em
 from .formula import correct
 
 __all__ = ["Correction", "plan_correction", "PRIORS_KEY", "CALIBRATION_KEY", "MODELS"]
@@ -45,29 +46,6 @@ PRIORS_KEY = "tilecat.priors"
 CALIBRATION_KEY = "tilecat.calibration"
 #: models whose outputs are probability vectors
 MODELS: tuple[str, ...] = ("morphology", "photoz")
-
-
-def _table_groups(table: Any, g: ProbGroup, stage: str = "raw") -> np.ndarray:
-    """Probabilities of group ``g`` in ``table`` as float64 ``(n, K)``."""
-    names = g.columns(stage)
-    if g.list_column:
-        col = table[names[0]].combine_chunks()
-        flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float64)
-        k = len(g.labels)
-        if flat.size != len(col) * k:
-            raise ValueError(f"column {names[0]}: lists are not all of length {k}")
-        return flat.reshape(len(col), k)
-    return np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), np.float64)
-                     for c in names], axis=1) if table.num_rows else np.zeros((0, len(names)))
-
-
-def _list_array(values: np.ndarray) -> Any:
-    """(n, K) -> pyarrow list<float16> array."""
-    import pyarrow as pa
-
-    n, k = values.shape
-    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values.astype(np.float16).reshape(-1)))
 
 
 def _thin_log(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +93,7 @@ class Correction:
 
     def calibrated(self, table: Any) -> dict[str, np.ndarray]:
         """Group name -> calibrated probabilities ``(n, K)`` float64 of ``table``'s rows."""
-        return {g.name: self.calibrators[g.name].apply(_table_groups(table, g))
+        return {g.name: self.calibrators[g.name].apply(group_values(table, g))
                 for g in self.groups}
 
     def block(self, paths: Sequence[str | Path]) -> Block:
@@ -126,8 +104,8 @@ class Correction:
         import pyarrow.parquet as pq
 
         parts = [self.calibrated(pq.read_table(p, columns=self.raw_columns())) for p in paths]
-        return {g.name: np.concatenate([q[g.name] for q in parts]).astype(np.float32)
-                for g in self.groups}
+        return prepare_block({g.name: np.concatenate([q[g.name] for q in parts])
+                              for g in self.groups})
 
     # ------------------------------------------------------------------ priors
     def estimate(self, map_reduce: Any) -> EMResult:
@@ -165,7 +143,7 @@ class Correction:
             for g in self.groups:
                 names = g.columns(stage)
                 if g.list_column:
-                    table = table.append_column(names[0], _list_array(values[g.name]))
+                    table = table.append_column(names[0], list_array(values[g.name]))
                 else:
                     for k, c in enumerate(names):
                         table = table.append_column(
@@ -319,7 +297,8 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
         else:
             path = parents(g.name, answers)
         pgroups.append(PriorGroup(g.name, g.labels, g.prior_train, given.get(g.name),
-                                  estimate, path))
+                                  estimate, path,
+                                  int(acfg.get("nz_smooth", 1)) if g.list_column else 0))
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),
                       em_max_iter=int(acfg.get("em_max_iter", 1000)))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["simulate_main"]
+__all__ = ["simulate_main", "simulate_stamps_main"]
 
 
 def simulate_main(args: argparse.Namespace) -> None:
-    """``tilecat simulate --out DIR [--config YAML] [--tiles N] [--seed S] [--only T] [--workers N]``."""
+    """``tilecat simulate --out DIR [--config YAML] [--tiles N] [--seed S] [--only T]
+    [--workers N]``: simulate a survey (see :mod:`tilecat.simulate.survey`)."""
     from ..errors import ConfigError
     from .config import load_sim_config
     from .survey import simulate_survey

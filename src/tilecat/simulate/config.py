@@ -164,10 +164,9 @@ def _positive(cfg: dict, dotted: str, allow_zero: bool = False) -> None:
         or isinstance(val, bool)
         or not (val >= 0 if allow_zero else val > 0)
     ):
-        raise ConfigError(
-            f"simulation config: key '{dotted}' must be a {'non-negative' if allow_zero else 'positive'}"
-            f" number, got {val!r}"
-        )
+        what = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"simulation config: key '{dotted}' must be a {what} number, "
+                          f"got {val!r}")
 
 
 def tile_shape(cfg: dict[str, Any]) -> tuple[int, int]:

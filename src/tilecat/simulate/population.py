@@ -294,13 +294,15 @@ def _parts(kind: str, disk_t: str, rng: np.random.Generator, cfg: dict,
         if kind == "lenticular":
             bt = float(rng.uniform(0.35, 0.7))
         else:
+            # COSMOS disk galaxies (single-Sérsic n < 2.5); spirals capped at 0.4
             bt = _cosmos_draw(rng, "bulge_to_total", 0.0, 0.6, "sersic_n", 0.0, 2.5)
-            bt = float(np.clip(bt + rng.normal(0, 0.03), 0.0, 0.6))
+            cap = 0.4 if kind == "spiral" else 0.6
+            bt = float(np.clip(bt + rng.normal(0, 0.03), 0.0, cap))
     parts = {"bulge": ("E", bt)} if bt > 0.005 else {}
     rest = 1.0 - (bt if bt > 0.005 else 0.0)
     bar = "none"
     if kind == "spiral":
-        fa = float(rng.uniform(0.2, 0.4)) * rest
+        fa = float(rng.uniform(0.35, 0.55)) * rest  # arm-interarm contrast of ~2-4
         parts["arms"] = ("Im", fa)
         rest -= fa
         if rng.random() < p["bar_fraction"]:

@@ -47,7 +47,8 @@ def _powerlaw_mags(n: int, lo: float, hi: float, slope: float,
     return lo + np.log1p(u * np.expm1(s * (hi - lo))) / s
 
 
-def draw_stars(area_arcmin2: float, rng: np.random.Generator, cfg: dict[str, Any]) -> list[StarSpec]:
+def draw_stars(area_arcmin2: float, rng: np.random.Generator,
+               cfg: dict[str, Any]) -> list[StarSpec]:
     """Draw the stars of one tile.
 
     Parameters

@@ -9,6 +9,7 @@ the full settings used.
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,10 @@ def simulate_survey(cfg: dict[str, Any], out: str | Path, *, only: str | None = 
     write_manifest(cfg, out)
     done = []
     if workers > 1 and len(indices) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: a forked child of a process that already ran GalSim's OpenMP
+        # code (libgomp) can hang forever
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(simulate_one, cfg, k, out) for k in indices]
             for f in futures:
                 done.append(f.result())

@@ -47,8 +47,10 @@ class StructureHead(Head):
         if abs(pixscale / want - 1) > 0.05:
             raise ModelError(f"model 'structure' was trained at {want} arcsec/pixel, the "
                              f"survey has {pixscale} arcsec/pixel")
+        psf = bool((card.get("arch") or {}).get("psf_input", False))
         return LoadedHead(module=module, card=card, columns=COLUMNS,
-                          extra={"pixel_scale": pixscale})
+                          extra={"pixel_scale": pixscale},
+                          inputs=("psf_fwhm",) if psf else ())
 
     def output_index(self, loaded: LoadedHead, answer: str) -> int:
         """Raw output index of ``r50``, ``sersic_n``, ``e1``, ``e2`` (the means)."""

@@ -1,9 +1,12 @@
 """The structure network: ln r50, ln n, e1, e2 with heteroscedastic uncertainties.
 
-:class:`StructureNet` maps stamps to 8 numbers: the means ``mu`` of
-(ln r50 [r50 in pixels], ln n, e1, e2) and ``ln sigma`` of each, trained with a
-Gaussian negative log-likelihood against the simulator's truth (intrinsic,
-PSF-free profiles, so the prediction is PSF-corrected).
+:class:`StructureNet` maps stamps and the PSF FWHM of each band to 8 numbers: the
+means ``mu`` of (ln r50 [r50 in pixels], ln n, e1, e2) and ``ln sigma`` of each,
+trained with a Gaussian negative log-likelihood against the simulator's truth
+(intrinsic, PSF-free profiles). The PSF FWHM (per band, in pixels, as
+``ln(FWHM / 4 px)``) joins the pooled image features before the MLP, so the network
+knows how much of the apparent size is PSF: the prediction is PSF-corrected for any
+seeing, not only for the training set's.
 
 :class:`MirrorAveraged` is the inference module: it averages the predictions for a
 stamp and for its mirror image (whose e2 changes sign), so that the outputs are
@@ -30,17 +33,27 @@ LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 3.0
 
 
 class StructureNet(nn.Module):
-    """Trunk + MLP -> ``(N, 8)``: ``mu`` (4) then ``ln sigma`` (4)."""
+    """Trunk (+ PSF) + MLP -> ``(N, 8)``: ``mu`` (4) then ``ln sigma`` (4).
+
+    ``forward(x, psf_pix)``: stamps ``(N, n_band, S, S)`` and PSF FWHM ``(N, n_band)``
+    in pixels (ignored unless ``arch['psf_input']``).
+    """
 
     def __init__(self, n_band: int, arch: dict[str, Any] | None = None) -> None:
         super().__init__()
         a = {**DEFAULT_ARCH, **(arch or {})}
+        self.psf_input = bool(a.get("psf_input", False))
         self.trunk = Trunk(n_band, a["widths"], a["strides"], a["kernels"])
-        self.head = MLP(self.trunk.n_features, int(a["hidden"]), 2 * len(TARGETS),
-                        float(a["dropout"]))
+        n_in = self.trunk.n_features + (n_band if self.psf_input else 0)
+        self.head = MLP(n_in, int(a["hidden"]), 2 * len(TARGETS), float(a["dropout"]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.trunk(x))
+    def forward(self, x: torch.Tensor, psf_pix: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.trunk(x)
+        if self.psf_input:
+            if psf_pix is None:
+                raise ValueError("this structure network needs the PSF FWHM per band")
+            f = torch.cat([f, torch.log(psf_pix.to(f.dtype).clamp(min=0.1) / 4.0)], dim=1)
+        out = self.head(f)
         k = len(TARGETS)
         return torch.cat([out[:, :k], out[:, k:].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)], dim=1)
 
@@ -72,21 +85,24 @@ def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class MirrorAveraged(nn.Module):
     """Inference: mirror-averaged ``(mu, sigma)``, ``(N, 8)``.
 
-    ``mu = [mu(x) + M mu(mirror x)] / 2`` with ``M`` flipping the sign of e2;
-    ``sigma = sqrt([sigma(x)^2 + sigma(mirror x)^2] / 2)``.
+    ``forward(x, psf_fwhm)`` with the PSF FWHM per band in arcsec ``(N, n_band)``
+    (converted to pixels with ``pixel_scale``). ``mu = [mu(x) + M mu(mirror x)] / 2``
+    with ``M`` flipping the sign of e2; ``sigma = sqrt([sigma(x)^2 + sigma(mirror x)^2] / 2)``.
     """
 
-    def __init__(self, net: StructureNet) -> None:
+    def __init__(self, net: StructureNet, pixel_scale: float = 1.0) -> None:
         super().__init__()
         self.net = net
+        self.pixel_scale = float(pixel_scale)
         self.register_buffer("sign", torch.tensor(MIRROR_SIGN), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
         n, k = x.shape[0], len(TARGETS)
         both = torch.cat([x, x.flip(-1)], dim=0)
         if both.device.type == "cpu":
             both = both.contiguous(memory_format=torch.channels_last)
-        out = self.net(both).float()
+        psf = None if psf_fwhm is None else torch.cat([psf_fwhm, psf_fwhm]) / self.pixel_scale
+        out = self.net(both, psf).float()
         mu = (out[:n, :k] + out[n:, :k] * self.sign) / 2
         var = (torch.exp(2 * out[:n, k:]) + torch.exp(2 * out[n:, k:])) / 2
         return torch.cat([mu, torch.sqrt(var)], dim=1)
@@ -94,4 +110,5 @@ class MirrorAveraged(nn.Module):
 
 def build(card: dict[str, Any]) -> MirrorAveraged:
     """The (untrained) inference module described by a model card."""
-    return MirrorAveraged(StructureNet(len(card["input"]["bands"]), card.get("arch")))
+    return MirrorAveraged(StructureNet(len(card["input"]["bands"]), card.get("arch")),
+                          float(card["input"].get("pixel_scale", 1.0)))

@@ -76,7 +76,9 @@ def train_structure(
     """Train the structure network and write ``weights.safetensors`` + ``card.json``.
 
     Parameters are those of :func:`tilecat.morphology.train.train_morphology`.
-    Only galaxies (``t_class`` != artifact, finite truth) are used.
+    Only galaxies (``t_class`` != artifact, finite truth) are used. By default the
+    network also takes the PSF FWHM of each band (``arch['psf_input']``; the stamp
+    set's ``psf_fwhm``, at inference the tile's), so its sizes are PSF-corrected.
 
     Returns
     -------
@@ -102,7 +104,11 @@ def train_structure(
     data, targets = data.subset(np.flatnonzero(keep)), targets[keep]
     tr, va = split(len(data), val_fraction, seed)
     log(f"training set {train}: {len(data)} galaxies ({len(tr)} train, {len(va)} validation)")
-    arch = {**DEFAULT_ARCH, **(arch or {})}
+    arch = {**DEFAULT_ARCH, "psf_input": True, **(arch or {})}
+    if arch["psf_input"] and data.psf_fwhm is None:
+        from ..errors import InputError
+
+        raise InputError("-", str(train), "stamp set has no psf_fwhm(object, band)")
     torch.manual_seed(seed)
     net = StructureNet(len(data.bands), arch)
     init_training = None
@@ -120,9 +126,14 @@ def train_structure(
 
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                     degrade_prob=degrade_prob)
+    aux = None
+    if arch["psf_input"]:
+        psf = np.asarray(data.psf_fwhm, np.float32)
+        aux = (psf[tr], psf[va])
     history = fit(net, data.stamps[tr], targets[tr], loss, transform_structure,
-                  (data.stamps[va], targets[va]), cfg, log)
-    model = MirrorAveraged(net).eval()
+                  (data.stamps[va], targets[va]), cfg, log, aux=aux,
+                  pixel_scale=data.pixel_scale)
+    model = MirrorAveraged(net, data.pixel_scale).eval()
 
     if heldout is not None:
         ev = load_stamps(heldout)
@@ -133,7 +144,8 @@ def train_structure(
         ev_name = "heldout"
     else:
         ev, ev_name = data.subset(va), "validation"
-    pred = to_columns(predict(model, ev.stamps), ev.pixel_scale)
+    ev_psf = np.asarray(ev.psf_fwhm, np.float32) if arch["psf_input"] else None
+    pred = to_columns(predict(model, ev.stamps, aux=ev_psf), ev.pixel_scale)
     truth = {k: np.asarray(ev.labels[k], float) for k in ("r50", "sersic_n", "e1", "e2")}
     snr = np.asarray(ev.labels["snr"], float) if "snr" in ev.labels else None
     metrics = structure_metrics(pred, truth, snr)
@@ -148,6 +160,7 @@ def train_structure(
         "arch": arch,
         "input": card_input(data),
         "targets": list(TARGETS),
+        "extra_inputs": ["psf_fwhm (arcsec, per band)"] if arch["psf_input"] else [],
         "outputs": "mu and sigma of (ln r50 [pixels], ln n, e1, e2); columns struct_*",
         "training": {
             "data": _provenance(data, train),
