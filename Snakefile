@@ -17,6 +17,7 @@ include: "rules/detect.smk"
 include: "rules/infer.smk"
 include: "rules/catalog.smk"
 include: "rules/aggregate.smk"
+include: "rules/report.smk"
 include: "rules/batch.smk"
 include: "rules/release.smk"
 
@@ -24,4 +25,5 @@ include: "rules/release.smk"
 rule all:
     input:
         survey_catalog=f"{RESULTS}/catalog.parquet",
+        qa_report=f"{RESULTS}/report.html",
     default_target: True

@@ -136,7 +136,8 @@ def bench_decam(model, card, args, scrappy) -> dict:
         codes_all.append(ood.ravel())
         probs_all.append(probs.reshape(len(DEFECT_CLASSES), -1))
         if scrappy is not None:
-            h = fits.getheader(f, 1) if len(fits.open(f)) > 1 else fits.getheader(f)
+            with fits.open(f) as hl:
+                h = hl[1].header if len(hl) > 1 else hl[0].header
             gain = float(h.get("GAINA", h.get("GAIN", 1.0)))
             rn = float(h.get("RDNOISEA", h.get("RDNOISE", 6.5)))
             sat = float(h.get("SATURATE", h.get("SATURATA", 65535.0)))

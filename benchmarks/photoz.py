@@ -92,7 +92,8 @@ def run_stamps(args: argparse.Namespace) -> dict:
     lh = head.load(cfg, torch.device("cpu"))
     grid = ZGrid.from_meta(lh.card["z_grid"])
     t0 = time.perf_counter()
-    pdf = predict_pdf(lh.module, held.stamps, held.sigma)
+    psf = held.psf_fwhm if "psf_fwhm" in lh.inputs else None
+    pdf = predict_pdf(lh.module, held.stamps, held.sigma, psf)
     t_cnn = time.perf_counter() - t0
     s = pdf_summary(pdf, grid)
     z_cnn = s["z_median"]

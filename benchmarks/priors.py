@@ -221,7 +221,8 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: int, seed: int
         if model == "photoz":
             meta = {b"tilecat.z_grid": json.dumps(card["z_grid"]).encode()}
         pq.write_table(lab.replace_schema_metadata(meta), labelled)
-        run_calibrate(mdir, labelled, log=print)
+        # photo-z: the PIT-CDF map (the acceptance figure is PIT uniformity)
+        run_calibrate(mdir, labelled, pdf_method="pit", log=print)
         survey = _outputs(model, src, sur_set, cache)
         if model == "photoz":
             z = np.asarray(survey["z_true"].to_pylist(), float)

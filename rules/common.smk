@@ -74,8 +74,8 @@ def batch_tile_ids(wildcards):
 
 
 def release_report(wildcards):
-    """The QA report, when the workflow has a `report` rule."""
-    return list(workflow.get_rule("report").output) if workflow.is_rule("report") else []
+    """The QA report (rule qa_report, rules/report.smk), which the release includes."""
+    return list(workflow.get_rule("qa_report").output) if workflow.is_rule("qa_report") else []
 
 
 def release_target(wildcards):

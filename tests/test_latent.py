@@ -201,3 +201,8 @@ def test_train_vae_smoke(tmp_path):
     assert -1 <= m["ssim_mean"] <= 1 and m["recon_chi2_median"] > 0
     module, _ = load_model(tmp_path / "m", build)
     assert module.vae.n_latent == 40
+    # warm start from the first model
+    card2 = train_vae(store, tmp_path / "m2", epochs=1, batch_size=32, threads=1,
+                      init=tmp_path / "m", kl_warmup=0.0, log=lambda s: None)
+    assert card2["training"]["init"]["sha256"] == card["sha256"]
+    assert card2["arch"] == card["arch"]

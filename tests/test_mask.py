@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tilecat.bits import BITS, DEFECT_CLASSES, bit
+from tilecat.bits import DEFECT_CLASSES, bit
 from tilecat.config import validate_config
 from tilecat.errors import InputError, ModelError
 from tilecat.mask import run_mask

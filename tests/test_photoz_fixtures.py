@@ -82,7 +82,8 @@ def infer_config(tmp: Path, models: list[str], model_dirs: dict[str, str],
 
 
 def write_cutouts(cfg: dict, tile: str, n: int, size: int, seed: int = 0,
-                  with_sigma: bool = True, chunk: int = 7) -> np.ndarray:
+                  with_sigma: bool = True, chunk: int = 7, with_psf: bool = False
+                  ) -> np.ndarray:
     """``cutouts.zarr`` of ``n`` blob galaxies (object ids shuffled); returns the ids."""
     import xarray as xr
 
@@ -95,6 +96,8 @@ def write_cutouts(cfg: dict, tile: str, n: int, size: int, seed: int = 0,
             "object_id": (("object",), ids)}
     if with_sigma:
         data["sigma"] = (("object", "band"), d["sigma"])
+    if with_psf:
+        data["psf_fwhm"] = (("object", "band"), np.full(d["sigma"].shape, 1.2, np.float32))
     ds = xr.Dataset(data, coords={"band": np.array(BANDS, dtype=object)})
     path = tile_paths(cfg, tile)["cutouts"]
     path.parent.mkdir(parents=True, exist_ok=True)

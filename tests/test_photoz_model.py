@@ -121,7 +121,30 @@ def test_head_converts_zeropoints(tmp_path, model_dir):
     cfg["survey"]["zeropoints"] = {"g": 25.0, "r": 22.5, "i": 22.5, "z": 30.0}
     lh = HEAD.load(cfg, torch.device("cpu"))
     np.testing.assert_allclose(lh.module.flux_scale.numpy(), [0.1, 1, 1, 1e-3], rtol=1e-6)
-    assert lh.inputs == ("sigma",)
+    assert lh.inputs == ("sigma",)  # a card without use_psf (older models)
+
+
+def test_engine_with_psf_input(tmp_path):
+    """A model using the PSF FWHM gets it from the cutouts; PSF changes the PDFs."""
+    card = _card()
+    card["arch"] = {"use_psf": True}
+    torch.manual_seed(0)
+    m = build(card)
+    assert m.inputs == ("sigma", "psf_fwhm")
+    save_model(m, card, tmp_path / "m")
+    cfg = infer_config(tmp_path, ["photoz"], {"photoz": str(tmp_path / "m")})
+    write_cutouts(cfg, "t0", 6, SIZE, with_psf=True)
+    run_infer(cfg, "t0")
+    t = pq.read_table(tile_paths(cfg, "t0")["infer"])
+    assert t.num_rows == 6 and np.all(np.isfinite(t["z_mean"].to_numpy()))
+    x = torch.randn(3, 4, SIZE, SIZE)
+    s = torch.full((3, 4), 0.005)
+    with torch.inference_mode():
+        a = m.eval()(x, s, torch.full((3, 4), 1.0))
+        b = m(x, s, torch.full((3, 4), 2.0))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="PSF"):
+        m(x, s)
 
 
 def test_train_photoz_smoke(tmp_path):
@@ -144,7 +167,7 @@ def test_train_photoz_smoke(tmp_path):
     from tilecat.photoz.data import load_photoz_set
 
     d = load_photoz_set(store)
-    p = predict_pdf(module, d.stamps[:10], d.sigma[:10])
+    p = predict_pdf(module, d.stamps[:10], d.sigma[:10], d.psf_fwhm[:10])
     assert p.shape == (10, 30)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     assert any("epoch 2/2" in line for line in logs)
@@ -156,14 +179,17 @@ def test_degrade_noise_and_sigma():
     gen = torch.Generator().manual_seed(0)
     x = torch.asinh(torch.randn(200, 4, SIZE, SIZE, generator=gen))  # unit noise
     s = torch.full((200, 4), 0.01)
-    y, s2 = degrade(x, s, gen, prob=1.0, max_noise_factor=2.0, max_blur_fwhm=3.0)
+    psf = torch.full((200, 4), 1.0)
+    y, s2, p2 = degrade(x, s, gen, prob=1.0, max_noise_factor=2.0, max_blur_fwhm=3.0,
+                        psf_fwhm=psf, pixel_scale=0.25)
+    assert torch.all((p2 >= 1.0) & (p2 <= np.hypot(1.0, 0.75) + 1e-5))
     k = s2 / s
     assert torch.all((k >= 1.0) & (k <= 2.0 + 1e-6))
     # background noise stays 1 in units of the new sigma (blurred noise + fresh noise)
     std = torch.sinh(y).std(dim=(2, 3))
     assert abs(float(std.mean()) - 1.0) < 0.05
-    y0, s0 = degrade(x, s, gen, prob=0.0)
-    assert torch.equal(y0, x) and torch.equal(s0, s)
+    y0, s0, p0 = degrade(x, s, gen, prob=0.0)
+    assert torch.equal(y0, x) and torch.equal(s0, s) and p0 is None
 
 
 def test_degrade_blur_conserves_flux():
@@ -172,8 +198,8 @@ def test_degrade_blur_conserves_flux():
     gen = torch.Generator().manual_seed(3)
     s = torch.zeros(4, 4, SIZE, SIZE)
     s[:, :, SIZE // 2, SIZE // 2] = 1e4  # a bright point source, no noise
-    y, _ = degrade(torch.asinh(s), torch.full((4, 4), 0.01), gen, prob=1.0,
-                   max_noise_factor=1.0 + 1e-9, max_blur_fwhm=6.0)
+    y, _, _ = degrade(torch.asinh(s), torch.full((4, 4), 0.01), gen, prob=1.0,
+                      max_noise_factor=1.0 + 1e-9, max_blur_fwhm=6.0)
     f = torch.sinh(y.double())
     torch.testing.assert_close(f.sum(dim=(2, 3)), torch.full((4, 4), 1e4, dtype=torch.float64),
                                rtol=1.5e-2, atol=0)  # + re-added unit noise

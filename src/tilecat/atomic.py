@@ -1,19 +1,43 @@
 """Atomic writes: write aside, then rename.
 
 A killed job never leaves a half-written Parquet file, Zarr array or JSON file
-under its final name.
+under its final name. What a killed writer leaves beside it (``.<name>.*.tmp``, a
+directory set aside as ``.<name>.old-*``) is removed by the next write of the same
+name, so a rerun leaves no debris (inside a Zarr store, debris would show up as an
+extra array).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "replace_dir"]
+__all__ = ["atomic_path", "atomic_dir", "replace_dir", "clear_stale"]
+
+
+def clear_stale(final: str | Path, keep: Path | None = None) -> None:
+    """Remove the temporary files/directories a killed writer of ``final`` left beside
+    it (``.<name>.*.tmp`` and ``.<name>.old-*``), except ``keep``.
+
+    Safe because one output has one writer at a time (one Snakemake job).
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    name = glob.escape(final.name)
+    for pattern in (f".{name}.*.tmp", f".{name}.old-*"):
+        for stale in final.parent.glob(pattern):
+            if keep is not None and stale == Path(keep):
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -24,6 +48,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -50,6 +75,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
     is either the complete old or the complete new content.
     """
     final = Path(final)
+    clear_stale(final, keep=Path(tmp))
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -66,6 +92,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; move it onto ``final`` on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp

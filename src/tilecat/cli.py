@@ -64,6 +64,27 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     run_infer(_config(args), args.tile)
 
 
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from .explain import explain
+
+    out = args.out or f"explain-{args.object_id}-{args.head}-{args.answer}.png"
+    explain(_config(args), args.tile, args.object_id, args.head, args.answer, out)
+    print(out)
+
+
+def _cmd_similar(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .latent import similar
+
+    catalog = args.catalog or str(Path(_config(args)["results"]) / "catalog.parquet")
+    table = similar(catalog, args.object_id, k=args.k)
+    cols = [c for c in table.column_names if c != "latent"]
+    print("\t".join(cols))
+    for row in table.select(cols).to_pylist():
+        print("\t".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+
+
 def _cmd_catalog(args: argparse.Namespace) -> None:
     from .catalog import run_catalog
 
@@ -75,6 +96,19 @@ def _cmd_aggregate(args: argparse.Namespace) -> None:
     from .aggregate import run_aggregate
 
     run_aggregate(_config(args))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .qa import run_report
+
+    run_report(_config(args))
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> None:
+    from .calibrate import run_calibrate
+
+    run_calibrate(args.model, args.data, method=args.method, pdf_method=args.pdf_method,
+                  out=args.out, limit=args.limit, batch_size=args.batch_size)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
@@ -175,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage(sub, "infer", _cmd_infer, "galaxy models over the tile's cutouts")
     _add_stage(sub, "catalog", _cmd_catalog, "the tile's Parquet catalog")
     _add_stage(sub, "aggregate", _cmd_aggregate, "survey catalog from all tiles", tile=False)
+    _add_stage(sub, "report", _cmd_report, "QA report of the survey catalog (HTML)", tile=False)
+
+    p = sub.add_parser("calibrate", help="refit a model's calibration on a labelled set")
+    p.add_argument("model", metavar="MODEL", help="model directory or shipped model name")
+    p.add_argument("--data", required=True,
+                   help="labelled set: Parquet of raw outputs + truth, or a galaxy stamp set")
+    p.add_argument("--method", choices=["bcts", "temperature", "isotonic", "identity"],
+                   default="bcts", help="map of class probabilities (default: %(default)s)")
+    p.add_argument("--pdf-method", choices=["temperature", "pit", "identity"],
+                   default="temperature", help="map of photo-z PDFs (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="write the recalibrated model here (default: update the card in place)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N labelled objects")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_cmd_calibrate)
 
     p = _add_stage(sub, "rerun", _cmd_rerun, "rebuild one tile's chain and the aggregate")
     p.add_argument("--cores", type=int, default=2)
@@ -207,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not re-hash the input files (e.g. a release copied elsewhere)")
     p.add_argument("--workers", type=int, default=2, help="hashing threads")
     p.set_defaults(func=_cmd_verify)
+
+    p = _add_stage(sub, "explain", _cmd_explain,
+                   "Grad-CAM map of one model answer for one object (PNG)")
+    p.add_argument("object_id", type=int, metavar="OBJECT_ID")
+    p.add_argument("--head", default="morphology", help="model head (default: %(default)s)")
+    p.add_argument("--answer", default="t_featured",
+                   help="output to explain, e.g. t_featured, spin_S (default: %(default)s)")
+    p.add_argument("--out", default=None, help="PNG path")
+
+    p = sub.add_parser("similar", help="nearest neighbours in latent space across the survey")
+    p.add_argument("object_id", type=int, metavar="OBJECT_ID")
+    p.add_argument("-k", type=int, default=10, help="neighbours, the object included")
+    p.add_argument("--catalog", default=None, help="survey catalog (default: from --config)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=_cmd_similar)
 
     p = sub.add_parser("demo", help="simulate the demo survey and run the whole workflow")
     p.add_argument("--cores", type=int, default=2)

@@ -11,7 +11,9 @@ The card's ``calibration`` section (written by :func:`fit_card_calibration`)::
 Groups are the model's probability vectors (:func:`tilecat.calibrate.groups.card_groups`):
 one per morphology question, fitted on the objects the question applies to, or the
 photo-z PDF (``"z"``), whose metrics are PIT/CRPS and PIT histograms instead of
-ECE/Brier and reliability tables.
+ECE/Brier and reliability tables. Each group's metrics include the EM self-test
+(:mod:`tilecat.calibrate.selftest`); a map that sets the class balance (BCTS,
+isotonic) stores the labelled set's class fractions as its ``prior``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ from .calibrators import Calibrator, Identity, from_dict
 from .fit import fit_calibrator
 from .groups import card_groups
 from .metrics import class_scores, pdf_scores, reliability
+from .selftest import em_self_test, tree_self_test
 
-__all__ = ["card_calibrators", "fit_card_calibration", "MIN_OBJECTS"]
+__all__ = ["card_calibrators", "card_priors", "fit_card_calibration", "MIN_OBJECTS",
+           "IMPLICIT_PRIOR"]
 
 #: fewer labelled objects than this for a group: keep it uncalibrated (identity)
 MIN_OBJECTS = 20
+#: calibration methods that set the class balance themselves (their outputs carry the
+#: labelled set's class fractions as prior, stored as the group's ``prior``)
+IMPLICIT_PRIOR: tuple[str, ...] = ("bcts", "isotonic")
 
 
 def card_calibrators(card: Mapping[str, Any]) -> dict[str, Calibrator]:
@@ -46,13 +53,29 @@ def card_calibrators(card: Mapping[str, Any]) -> dict[str, Calibrator]:
     return {g.name: from_dict(groups.get(g.name)) for g in card_groups(card)}
 
 
+def card_priors(card: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Group name -> the prior ``P_T`` of the *calibrated* outputs.
+
+    The training prior of the card, except where the calibration map set its own class
+    balance (BCTS, isotonic: the labelled set's class fractions, stored with the map).
+    """
+    groups = ((card.get("calibration") or {}).get("groups")) or {}
+    out = {}
+    for g in card_groups(card):
+        prior = (groups.get(g.name) or {}).get("prior")
+        p = np.asarray(prior, np.float64) if prior is not None else g.prior_train
+        out[g.name] = p / p.sum()
+    return out
+
+
 def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
 
 
 def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray], *,
                          targets: Mapping[str, np.ndarray] | None = None,
-                         z_true: np.ndarray | None = None, method: str = "temperature",
+                         z_true: np.ndarray | None = None, method: str = "bcts",
+                         pdf_method: str = "temperature",
                          source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fit one calibrator per probability group of a model on a labelled set.
 
@@ -67,9 +90,13 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
         question does not apply (:func:`tilecat.morphology.labels.encode`).
     z_true : ndarray (N,), optional
         Photo-z: true redshifts.
-    method : {"temperature", "isotonic", "pit", "identity"}
-        ``pit`` applies to the photo-z PDF only (morphology questions then use
-        temperature scaling).
+    method : {"bcts", "temperature", "isotonic", "identity"}
+        Map of the class groups (morphology questions). Default BCTS: temperature
+        scaling plus per-class biases, which also removes class-wise biases; plain
+        temperature scaling leaves them, and EM prior estimation then drifts (measured
+        on the shipped morphology model; Alexandari et al. 2020 found the same).
+    pdf_method : {"temperature", "pit", "identity"}
+        Map of the photo-z PDF: temperature on the log-probabilities, or the PIT-CDF map.
     source : mapping, optional
         Provenance of the labelled set, stored as ``fitted_on``.
 
@@ -80,8 +107,15 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
     """
     from ..photoz.grid import ZGrid
 
-    section: dict[str, Any] = {"method": method, "groups": {}, "metrics": {},
-                               "fitted_on": dict(source or {})}
+    from .fit import METHODS, PDF_METHODS
+
+    if method not in METHODS or method == "pit":
+        raise ValueError(f"unknown class calibration method {method!r}")
+    if pdf_method not in PDF_METHODS:
+        raise ValueError(f"unknown PDF calibration method {pdf_method!r}; known: "
+                         f"{list(PDF_METHODS)}")
+    section: dict[str, Any] = {"method": method, "pdf_method": pdf_method, "groups": {},
+                               "metrics": {}, "fitted_on": dict(source or {})}
     for g in card_groups(card):
         if g.name not in probs:
             continue
@@ -95,12 +129,16 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
             p, z = p[ok], z[ok]
             cal: Calibrator = Identity()
             if len(z) >= MIN_OBJECTS:
-                cal = fit_calibrator(method, p, grid=grid, z_true=z)
+                cal = fit_calibrator(pdf_method, p, grid=grid, z_true=z)
             before, after = pdf_scores(p, grid, z), pdf_scores(cal.apply(p), grid, z)
             entry = {"before": _round({k: v for k, v in before.items() if k != "pit_hist"}),
                      "after": _round({k: v for k, v in after.items() if k != "pit_hist"}),
                      "pit_hist_before": before.get("pit_hist", []),
                      "pit_hist_after": after.get("pit_hist", [])}
+            if len(z) >= 2 * MIN_OBJECTS:
+                entry["em_self_test"] = em_self_test(pdf_method, p, g.prior_train, grid=grid,
+                                                     z_true=z)
+            group = cal.to_dict()
         else:
             if targets is None or g.name not in targets:
                 continue
@@ -108,12 +146,29 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
             ok = (y >= 0) & np.isfinite(p).all(axis=1)
             p, y = p[ok], y[ok]
             cal = Identity()
+            class_method = method
+            implicit = class_method in IMPLICIT_PRIOR
             if len(y) >= MIN_OBJECTS:
-                cal = fit_calibrator("temperature" if method == "pit" else method, p, y)
+                cal = fit_calibrator(class_method, p, y)
             q = cal.apply(p)
             entry = {"before": _round(class_scores(p, y)), "after": _round(class_scores(q, y)),
                      "reliability_before": reliability(p, y),
                      "reliability_after": reliability(q, y)}
-        section["groups"][g.name] = cal.to_dict()
+            group = cal.to_dict()
+            if implicit and len(y) >= MIN_OBJECTS:
+                # the map sets the class balance: the calibrated outputs carry the
+                # labelled set's class fractions as their prior
+                freq = np.bincount(y, minlength=len(g.labels)) / len(y)
+                group["prior"] = [round(float(v), 8) for v in np.maximum(freq, 1e-6)]
+        section["groups"][g.name] = group
         section["metrics"][g.name] = entry
+    classes = [g for g in card_groups(card) if not g.list_column and g.name in probs
+               and targets is not None and g.name in targets]
+    if classes:
+        tests = tree_self_test(method, {g.name: probs[g.name] for g in classes},
+                               {g.name: targets[g.name] for g in classes},
+                               {g.name: g.prior_train for g in classes},
+                               implicit=method in IMPLICIT_PRIOR, min_objects=MIN_OBJECTS)
+        for name, result in tests.items():
+            section["metrics"][name]["em_self_test"] = result
     return section

@@ -6,13 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from .calibrators import Calibrator, Identity, Isotonic, PitMap, Temperature, normalise_rows
+from .calibrators import (BiasTemperature, Calibrator, Identity, Isotonic, PitMap, Temperature,
+                          normalise_rows)
 
-__all__ = ["fit_temperature", "fit_isotonic", "fit_pit_map", "fit_calibrator", "METHODS",
+__all__ = ["fit_temperature", "fit_bcts", "fit_isotonic", "fit_pit_map", "fit_calibrator", "METHODS",
+           "PDF_METHODS",
            "bin_index"]
 
 #: calibration methods of :func:`fit_calibrator`
-METHODS: tuple[str, ...] = ("temperature", "isotonic", "pit", "identity")
+METHODS: tuple[str, ...] = ("temperature", "bcts", "isotonic", "pit", "identity")
+#: the methods for binned redshift PDFs
+PDF_METHODS: tuple[str, ...] = ("temperature", "pit", "identity")
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
@@ -53,6 +57,58 @@ def fit_temperature(p: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = 
     res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
                           options={"xatol": 1e-7})
     return Temperature(float(np.round(np.exp(res.x), 6)))
+
+
+def fit_bcts(p: np.ndarray, y: np.ndarray, l2: float = 1e-4) -> BiasTemperature:
+    """Bias-corrected temperature scaling minimising the NLL of the true classes.
+
+    Parameters
+    ----------
+    p : ndarray, shape (N, K)
+        Uncalibrated probabilities.
+    y : ndarray of int, shape (N,)
+        True class index.
+    l2 : float
+        Small ridge on the biases (keeps them finite for a class absent from ``y``).
+
+    Returns
+    -------
+    BiasTemperature
+        ``bias[0] = 0`` (only differences matter).
+    """
+    from scipy.optimize import minimize
+
+    p = normalise_rows(p)
+    y = np.asarray(y, np.int64)
+    n, k = p.shape
+    if n == 0:
+        return BiasTemperature(1.0, (0.0,) * k)
+    with np.errstate(divide="ignore"):
+        logp = np.log(p)
+    logp = np.maximum(logp - logp.max(axis=1, keepdims=True), -745.0)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        inv_t = np.exp(-theta[0])
+        b = np.concatenate([[0.0], theta[1:]])
+        z = logp * inv_t + b
+        z -= z.max(axis=1, keepdims=True)
+        q = np.exp(z)
+        s = q.sum(axis=1, keepdims=True)
+        q /= s
+        val = float(-(z[np.arange(n), y] - np.log(s[:, 0])).mean())
+        dz = (q - onehot) / n  # d loss / d z
+        g_t = float(np.einsum("ij,ij->", dz, logp)) * -inv_t  # d z / d log T = -logp / T
+        g_b = dz.sum(axis=0)[1:]
+        val += 0.5 * l2 * float(np.sum(theta[1:] ** 2))
+        return val, np.concatenate([[g_t], g_b + l2 * theta[1:]])
+
+    res = minimize(loss, np.zeros(k), jac=True, method="L-BFGS-B",
+                   bounds=[(np.log(0.05), np.log(20.0))] + [(-20.0, 20.0)] * (k - 1),
+                   options={"maxiter": 500, "gtol": 1e-9})
+    t = float(np.round(np.exp(res.x[0]), 6))
+    return BiasTemperature(t, (0.0,) + tuple(float(np.round(v, 6)) for v in res.x[1:]))
 
 
 def fit_isotonic(p: np.ndarray, y: np.ndarray, decimals: int = 6) -> Isotonic:
@@ -125,7 +181,7 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray | None = None, *,
 
     Parameters
     ----------
-    method : {"temperature", "isotonic", "pit", "identity"}
+    method : {"temperature", "bcts", "isotonic", "pit", "identity"}
         ``pit`` needs ``grid`` and ``z_true`` (PDFs only).
     p : ndarray, shape (N, K)
     y : ndarray of int (N,), optional
@@ -150,4 +206,6 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray | None = None, *,
         y = bin_index(grid, z_true)
     if method == "temperature":
         return fit_temperature(p, y)
+    if method == "bcts":
+        return fit_bcts(p, y)
     return fit_isotonic(p, y)

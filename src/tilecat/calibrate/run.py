@@ -29,7 +29,8 @@ def write_card(card: dict[str, Any], directory: str | Path) -> Path:
     return path
 
 
-def run_calibrate(model: str | Path, data: str | Path, *, method: str = "temperature",
+def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
+                  pdf_method: str = "temperature",
                   out: str | Path | None = None, limit: int | None = None,
                   batch_size: int = 256, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit calibration maps for ``model`` on the labelled set ``data`` and store them.
@@ -41,9 +42,11 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "tempera
     data : path
         Labelled set: Parquet of the model's raw outputs + truth columns, or a galaxy
         stamp set (Zarr) that the model is run over (:mod:`tilecat.calibrate.labelled`).
-    method : {"temperature", "isotonic", "pit", "identity"}
-        Temperature scaling (default), isotonic regression, or (photo-z only) the
-        PIT-CDF map.
+    method : {"bcts", "temperature", "isotonic", "identity"}
+        Map of class probabilities (morphology questions): bias-corrected temperature
+        scaling (default), temperature scaling, isotonic regression.
+    pdf_method : {"temperature", "pit", "identity"}
+        Map of photo-z PDFs: temperature scaling (default) or the PIT-CDF map.
     out : path, optional
         Write the recalibrated model (weights copied, new card) to this directory;
         default: update the card in place.
@@ -70,17 +73,14 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "tempera
     """
     from ..models import load_card, model_dir
     from .card import fit_card_calibration
-    from .fit import METHODS
     from .labelled import load_labelled
 
-    if method not in METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; known: {list(METHODS)}")
     src = model_dir(model)
     card = load_card(src)
     labelled = load_labelled(card, src, data, limit=limit, batch_size=batch_size, log=log)
     section = fit_card_calibration(card, labelled.probs, targets=labelled.targets,
                                    z_true=labelled.z_true, method=method,
-                                   source=labelled.source)
+                                   pdf_method=pdf_method, source=labelled.source)
     for name, m in section["metrics"].items():
         b, a = m["before"], m["after"]
         if "ece" in b:
@@ -100,5 +100,5 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "tempera
             with atomic_path(dest / weights) as tmp:
                 shutil.copyfile(src / weights, tmp)
     write_card(card, dest)
-    log(f"calibration ({method}) written to {dest / 'card.json'}")
+    log(f"calibration written to {dest / 'card.json'}")
     return card

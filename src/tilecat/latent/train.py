@@ -97,6 +97,7 @@ def train_vae(
     val_fraction: float = 0.05,
     limit: int | None = None,
     arch: dict[str, Any] | None = None,
+    init: str | Path | None = None,
     recipe: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -121,6 +122,10 @@ def train_vae(
         Objects read per store.
     arch : dict, optional
         Overrides of :data:`tilecat.latent.model.DEFAULT_ARCH`.
+    init : path, optional
+        Model directory to start from (weights checked against its card; its
+        architecture is used, ``arch`` is ignored). Its training history is kept in
+        the new card under ``training.init``.
     recipe : str, optional
         How the training data were made.
     log : callable
@@ -140,6 +145,13 @@ def train_vae(
 
     torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
+    init_card: dict[str, Any] | None = None
+    if init is not None:
+        from ..models import load_model
+        from .model import build
+
+        init_module, init_card = load_model(init, build)
+        arch = dict(init_card["arch"])
     arch = {**DEFAULT_ARCH, **(arch or {})}
     eps = float(arch["eps"])
     data = load_galaxies(train, limit)
@@ -149,7 +161,11 @@ def train_vae(
     va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     log(f"VAE training set: {n} galaxies ({len(tr)} train, {len(va)} validation)")
     size = int(data.stamps.shape[-1])
-    vae = ConvVAE(len(data.bands), size, arch).to(memory_format=torch.channels_last)
+    vae = ConvVAE(len(data.bands), size, arch)
+    if init_card is not None:
+        vae.load_state_dict(init_module.vae.state_dict())
+        log(f"starting from {init} ({len(init_card['training']['history'])} epochs)")
+    vae = vae.to(memory_format=torch.channels_last)
     steps = max(1, len(tr) // batch_size)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps,
@@ -245,6 +261,8 @@ def train_vae(
             "loss": "negative ELBO: Gaussian NLL with the noise model + KL(N(mu, s^2) || N(0, I))",
             "augmentation": "dihedral D4",
             "val_fraction": val_fraction, "history": history,
+            "init": None if init_card is None else {
+                "sha256": init_card.get("sha256"), "training": init_card.get("training")},
         },
         "evaluation": {"set": ev_name, "metrics": metrics},
     }

@@ -6,7 +6,7 @@ not), so the DESIGN.md §5 formula in its two-class form reads
     p' = p r1 / (p r1 + (1 - p) r0),   r1 = P(c) / P_T(c),   r0 = (1 - P(c)) / (1 - P_T(c))
 
 with P_T(c) the training pixel frequency (model card) and P(c) the survey's rate
-(config ``mask.priors``).
+(config ``mask.priors``). The formula itself is :func:`tilecat.priors.formula.correct_binary`.
 """
 
 from __future__ import annotations
@@ -16,20 +16,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..priors.formula import correct_binary  # the one implementation of the formula
 
 __all__ = ["correct_binary", "prior_ratios", "correct_probs"]
-
-
-def correct_binary(p: np.ndarray, p_train: float, p_survey: float) -> np.ndarray:
-    """Two-class prior correction of probabilities ``p`` (any shape, float)."""
-    r1 = p_survey / p_train
-    r0 = (1.0 - p_survey) / (1.0 - p_train)
-    p = np.asarray(p, dtype=np.float32)
-    num = p * np.float32(r1)
-    den = num + (1.0 - p) * np.float32(r0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(den > 0, num / den, 0.0)
-    return out.astype(np.float32, copy=False)
 
 
 def prior_ratios(

@@ -30,8 +30,9 @@ def d4_centred(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def degrade(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator, prob: float = 0.5,
-            max_noise_factor: float = 2.5, max_blur_fwhm: float = 4.5
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            max_noise_factor: float = 2.5, max_blur_fwhm: float = 4.5,
+            psf_fwhm: torch.Tensor | None = None, pixel_scale: float = 0.262
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Observing-condition augmentation: worse seeing and shallower depth, per band.
 
     With probability ``prob`` per stamp, each band is convolved with a Gaussian of
@@ -47,15 +48,20 @@ def degrade(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator, prob: fl
         Background noise per band (nanomaggies).
     gen : torch.Generator
         Random stream (training is reproducible).
+    psf_fwhm : tensor (N, B), optional
+        PSF FWHM per band [arcsec]; the blur is added to it in quadrature.
+    pixel_scale : float
+        arcsec / pixel (for ``psf_fwhm``).
 
     Returns
     -------
-    (x', sigma')
+    (x', sigma', psf_fwhm')
+        ``psf_fwhm'`` is None when ``psf_fwhm`` is.
     """
     n, nb, s, _ = x.shape
     pick = torch.rand(n, generator=gen) < prob
     if not bool(pick.any()):
-        return x, sigma
+        return x, sigma, psf_fwhm
     idx = torch.nonzero(pick)[:, 0]
     m = idx.numel()
     snr = torch.sinh(x[idx].float())  # F / sigma
@@ -81,4 +87,9 @@ def degrade(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator, prob: fl
     out_s = sigma.clone()
     out_x[idx] = torch.asinh((blurred + noise) / k[:, :, None, None]).to(x.dtype)
     out_s[idx] = (sigma[idx].float() * k).to(sigma.dtype)
-    return out_x, out_s
+    out_p = None
+    if psf_fwhm is not None:
+        out_p = psf_fwhm.clone()
+        out_p[idx] = torch.sqrt(psf_fwhm[idx].float() ** 2
+                                + (fwhm * pixel_scale) ** 2).to(psf_fwhm.dtype)
+    return out_x, out_s, out_p

@@ -2,7 +2,7 @@
 
 Reads the stores written by ``tilecat simulate-stamps --kind galaxy`` (SIM_CONTRACT):
 ``stamps(object, band, y, x)`` = arcsinh(F / sigma), ``sigma(object, band)``
-[nanomaggy], ``redshift``, ``mag_<band>`` [AB], ``population``, ``kind``, ``t_class``
+[nanomaggy], ``psf_fwhm(object, band)`` [arcsec], ``redshift``, ``mag_<band>`` [AB], ``population``, ``kind``, ``t_class``
 and ``snr``. Stars and artefacts (``t_class == "artifact"`` or ``is_star``) are
 dropped unless asked for: a photo-z is trained and scored on galaxies.
 """
@@ -37,6 +37,8 @@ class PhotoZSet:
         True redshift.
     mags : ndarray of float64 (N, B)
         True total AB magnitudes per band.
+    psf_fwhm : ndarray of float32 (N, B) or None
+        PSF FWHM per band [arcsec].
     labels : dict
         ``population``, ``kind``, ``t_class``, ``snr`` when present (N,).
     bands : list of str
@@ -50,6 +52,7 @@ class PhotoZSet:
     sigma: np.ndarray
     z: np.ndarray
     mags: np.ndarray
+    psf_fwhm: np.ndarray | None
     labels: dict[str, np.ndarray]
     bands: list[str]
     pixel_scale: float
@@ -61,6 +64,7 @@ class PhotoZSet:
     def subset(self, index: np.ndarray) -> "PhotoZSet":
         """Rows ``index`` (a copy)."""
         return PhotoZSet(self.stamps[index], self.sigma[index], self.z[index], self.mags[index],
+                         None if self.psf_fwhm is None else self.psf_fwhm[index],
                          {k: v[index] for k, v in self.labels.items()}, list(self.bands),
                          self.pixel_scale, dict(self.attrs))
 
@@ -130,6 +134,8 @@ def load_photoz_set(path: str | Path, limit: int | None = None,
         sigma=np.asarray(ds["sigma"][sl].values, np.float32)[idx],
         z=np.asarray(ds["redshift"][sl].values, np.float64)[idx],
         mags=mags,
+        psf_fwhm=(np.asarray(ds["psf_fwhm"][sl].values, np.float32)[idx]
+                  if "psf_fwhm" in ds.variables else None),
         labels={k: v[idx] for k, v in labels.items()},
         bands=bands,
         pixel_scale=float(attrs.get("pixel_scale", np.nan)),
@@ -164,5 +170,7 @@ def load_photoz_sets(paths: str | Path | Sequence[str | Path], limit: int | None
         sigma=np.concatenate([s.sigma for s in sets]),
         z=np.concatenate([s.z for s in sets]),
         mags=np.concatenate([s.mags for s in sets]),
+        psf_fwhm=(None if any(s.psf_fwhm is None for s in sets)
+                  else np.concatenate([s.psf_fwhm for s in sets])),
         labels={k: np.concatenate([s.labels[k] for s in sets]) for k in keys},
         bands=list(first.bands), pixel_scale=first.pixel_scale, attrs=attrs)

@@ -4,7 +4,8 @@ Columns (DESIGN.md §4): ``z_pdf`` (list<float16>, probability of each bin of th
 grid stored in the file metadata under ``tilecat.z_grid``), ``z_mean``, ``z_median``,
 ``z_mode``, ``z_std``, ``z_odds``. The module also needs the cutouts' per-band
 background noise ``sigma(object, band)`` (colours are not in arcsinh(F/sigma) stamps
-alone); survey zeropoints other than 22.5 are converted to nanomaggies here.
+alone; survey zeropoints other than 22.5 are converted to nanomaggies here) and,
+for models trained with it, the PSF FWHM per band (``psf_fwhm``, given by the engine).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class PhotoZHead(Head):
         module.flux_scale.copy_(torch.tensor(scale, dtype=torch.float32))
         grid = ZGrid.from_meta(card["z_grid"])
         return LoadedHead(module=module, card=card, columns=COLUMNS,
-                          extra={"grid": grid}, inputs=("sigma",))
+                          extra={"grid": grid}, inputs=module.inputs)
 
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
         grid: ZGrid = loaded.extra["grid"]

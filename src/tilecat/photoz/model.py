@@ -6,12 +6,13 @@ per bin of a :class:`~tilecat.photoz.grid.ZGrid`. The photometry is computed ins
 the network from the stamps and the per-band background noise ``sigma`` (the cutouts'
 ``sigma(object, band)``): stamps are ``arcsinh(F / sigma)``, so colours cannot be
 known without ``sigma``. For each band and aperture radius the network gets the
-asinh magnitude (softened by the aperture noise), adjacent colours, and the noise
-itself (:class:`PhotoFeatures`; fixed aperture kernels applied as a grouped
-convolution, so the result is batch-invariant).
+asinh magnitude (softened by the aperture noise), adjacent colours, the noise
+itself and (``use_psf``) the PSF FWHM of each band, since aperture colours depend on
+the seeing in each band (:class:`PhotoFeatures`; fixed aperture kernels applied as a
+grouped convolution, so the result is batch-invariant).
 
-:class:`PhotoZModule` is the inference module: ``(stamps, sigma) -> PDF (N, K)``,
-the softmax of the logits divided by a temperature fitted on validation data.
+:class:`PhotoZModule` is the inference module: ``(stamps, sigma[, psf_fwhm]) -> PDF
+(N, K)``, the softmax of the logits divided by a temperature fitted on validation data.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ DEFAULT_ARCH: dict[str, Any] = {
     "radii": [2.0, 4.0, 8.0, 12.0],
     "hidden": 192,
     "dropout": 0.1,
+    "use_psf": True,
 }
 _PREF = 2.5 / float(np.log(10.0))
 
 
 class PhotoFeatures(nn.Module):
-    """Aperture photometry features from ``(stamps, sigma)``.
+    """Aperture photometry features from ``(stamps, sigma[, psf_fwhm])``.
 
     Parameters
     ----------
@@ -53,16 +55,20 @@ class PhotoFeatures(nn.Module):
         Aperture radii (pixels), centred on pixel ``(size // 2, size // 2)``.
     ref : int
         Index of the band whose magnitudes are given (colours give the others).
+    use_psf : bool
+        Also take the PSF FWHM of each band.
 
     Notes
     -----
-    Output ``(N, A + (B - 1) A + B)``: the reference band's asinh magnitudes in the
-    ``A`` apertures, adjacent-band colours per aperture, and ln of each band's
-    background noise (nanomaggies), standardised with the training set's mean and
-    standard deviation (buffers ``mean``/``std``).
+    Output ``(N, A + (B - 1) A + B [+ B])``: the reference band's asinh magnitudes in
+    the ``A`` apertures, adjacent-band colours per aperture, ln of each band's
+    background noise (nanomaggies) [and ln of each band's PSF FWHM (arcsec)],
+    standardised with the training set's mean and standard deviation (buffers
+    ``mean``/``std``).
     """
 
-    def __init__(self, n_band: int, size: int, radii: Any, ref: int) -> None:
+    def __init__(self, n_band: int, size: int, radii: Any, ref: int,
+                 use_psf: bool = False) -> None:
         super().__init__()
         w = aperture_weights(size, list(radii))  # (A, S, S)
         a = w.shape[0]
@@ -74,12 +80,18 @@ class PhotoFeatures(nn.Module):
         noise = np.sqrt((w.astype(np.float64) ** 2).sum(axis=(1, 2)))
         self.register_buffer("ln_noise", torch.from_numpy(np.log(noise).astype(np.float32)),
                              persistent=False)
-        self.n_features = a + (n_band - 1) * a + n_band
+        self.use_psf = bool(use_psf)
+        self.n_features = a + (n_band - 1) * a + n_band * (2 if self.use_psf else 1)
         self.register_buffer("mean", torch.zeros(self.n_features))
         self.register_buffer("std", torch.ones(self.n_features))
 
-    def raw(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Unstandardised features ``(N, n_features)``; ``sigma`` (N, B) in nanomaggies."""
+    def raw(self, x: torch.Tensor, sigma: torch.Tensor,
+            psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
+        """Unstandardised features ``(N, n_features)``.
+
+        ``sigma`` (N, B) in nanomaggies; ``psf_fwhm`` (N, B) in arcsec (needed when
+        ``use_psf``).
+        """
         n = x.shape[0]
         f = nn.functional.conv2d(torch.sinh(x.float()), self.kernel.to(x.device),
                                  groups=self.n_band)  # flux / sigma, (N, B*A, 1, 1)
@@ -88,11 +100,17 @@ class PhotoFeatures(nn.Module):
         # luptitude with the aperture noise b as softening: F / b = f / noise
         lup = ZEROPOINT - _PREF * (torch.asinh(f / (2.0 * torch.exp(self.ln_noise))) + ln_b)
         colours = (lup[:, :-1, :] - lup[:, 1:, :]).reshape(n, -1)
-        return torch.cat([lup[:, self.ref, :], colours, ln_b[:, :, 0]], dim=1)
+        parts = [lup[:, self.ref, :], colours, ln_b[:, :, 0]]
+        if self.use_psf:
+            if psf_fwhm is None:
+                raise ValueError("this photo-z network needs the PSF FWHM of each band")
+            parts.append(torch.log(psf_fwhm.float().clamp_min(1e-3)))
+        return torch.cat(parts, dim=1)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
+                psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
         """Standardised features ``(N, n_features)``."""
-        return (self.raw(x, sigma) - self.mean) / self.std
+        return (self.raw(x, sigma, psf_fwhm) - self.mean) / self.std
 
 
 class PhotoZNet(nn.Module):
@@ -116,23 +134,25 @@ class PhotoZNet(nn.Module):
         super().__init__()
         a = {**DEFAULT_ARCH, **(arch or {})}
         self.trunk = Trunk(n_band, a["widths"], a["strides"], a["kernels"])
-        self.photo = PhotoFeatures(n_band, size, a["radii"], ref)
+        self.photo = PhotoFeatures(n_band, size, a["radii"], ref, bool(a["use_psf"]))
         h = int(a["hidden"])
         self.fc1 = BatchInvariantLinear(self.trunk.n_features + self.photo.n_features, h)
         self.fc2 = BatchInvariantLinear(h, h)
         self.fc3 = BatchInvariantLinear(h, int(n_bins))
         self.drop = nn.Dropout(float(a["dropout"]))
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """``x`` (N, B, S, S) arcsinh stamps, ``sigma`` (N, B) nanomaggies -> logits (N, K)."""
-        h = torch.cat([self.trunk(x), self.photo(x, sigma)], dim=1)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
+                psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (N, B, S, S) arcsinh stamps, ``sigma`` (N, B) nanomaggies, ``psf_fwhm``
+        (N, B) arcsec -> logits (N, K)."""
+        h = torch.cat([self.trunk(x), self.photo(x, sigma, psf_fwhm)], dim=1)
         h = self.drop(torch.relu(self.fc1(h)))
         h = self.drop(torch.relu(self.fc2(h)))
         return self.fc3(h)
 
 
 class PhotoZModule(nn.Module):
-    """Inference: ``(stamps, sigma) -> softmax(logits / T)``, shape (N, K).
+    """Inference: ``(stamps, sigma[, psf_fwhm]) -> softmax(logits / T)``, shape (N, K).
 
     Attributes
     ----------
@@ -149,8 +169,14 @@ class PhotoZModule(nn.Module):
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("flux_scale", torch.ones(n_band), persistent=False)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x, sigma.float() * self.flux_scale)
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Per-object inputs after the stamps (cutout / engine variable names)."""
+        return ("sigma", "psf_fwhm") if self.net.photo.use_psf else ("sigma",)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor,
+                psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.net(x, sigma.float() * self.flux_scale, psf_fwhm)
         return torch.softmax(logits.float() / self.temperature, dim=1)
 
 
@@ -159,6 +185,7 @@ def build(card: dict[str, Any]) -> PhotoZModule:
     bands = list(card["input"]["bands"])
     grid = ZGrid.from_meta(card["z_grid"])
     ref = bands.index("r") if "r" in bands else len(bands) // 2
-    net = PhotoZNet(len(bands), int(card["input"]["stamp_size"]), int(grid.n_bins),
-                    card.get("arch"), ref)
+    arch = dict(card.get("arch") or {})
+    arch.setdefault("use_psf", False)  # cards written before the PSF input existed
+    net = PhotoZNet(len(bands), int(card["input"]["stamp_size"]), int(grid.n_bins), arch, ref)
     return PhotoZModule(net, len(bands))

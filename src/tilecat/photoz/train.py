@@ -30,9 +30,20 @@ VERSION = "1"
 DEFAULT_DEGRADE: dict[str, float] = {"prob": 0.6, "max_noise_factor": 2.5, "max_blur_fwhm": 9.0}
 
 
+def _psf_arg(psf: np.ndarray | None, i: int, batch_size: int) -> Any:
+    import torch
+
+    if psf is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(psf[i:i + batch_size], np.float32))
+
+
 def predict_pdf(module: Any, stamps: np.ndarray, sigma: np.ndarray,
-                batch_size: int = 256) -> np.ndarray:
-    """Run a :class:`~tilecat.photoz.model.PhotoZModule` (eval) -> PDFs (N, K) float32."""
+                psf_fwhm: np.ndarray | None = None, batch_size: int = 256) -> np.ndarray:
+    """Run a :class:`~tilecat.photoz.model.PhotoZModule` (eval) -> PDFs (N, K) float32.
+
+    ``sigma`` (N, B) nanomaggies; ``psf_fwhm`` (N, B) arcsec for models that use it.
+    """
     import torch
 
     module.eval()
@@ -42,12 +53,12 @@ def predict_pdf(module: Any, stamps: np.ndarray, sigma: np.ndarray,
             x = torch.from_numpy(np.ascontiguousarray(stamps[i:i + batch_size])).contiguous(
                 memory_format=torch.channels_last)
             s = torch.from_numpy(np.ascontiguousarray(sigma[i:i + batch_size], np.float32))
-            out.append(module(x, s).float().numpy())
+            out.append(module(x, s, _psf_arg(psf_fwhm, i, batch_size)).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _logits(net: Any, stamps: np.ndarray, sigma: np.ndarray, batch_size: int = 256
-            ) -> np.ndarray:
+def _logits(net: Any, stamps: np.ndarray, sigma: np.ndarray, psf: np.ndarray | None,
+            batch_size: int = 256) -> np.ndarray:
     import torch
 
     net.eval()
@@ -57,7 +68,7 @@ def _logits(net: Any, stamps: np.ndarray, sigma: np.ndarray, batch_size: int = 2
             x = torch.from_numpy(stamps[i:i + batch_size]).contiguous(
                 memory_format=torch.channels_last)
             s = torch.from_numpy(np.ascontiguousarray(sigma[i:i + batch_size]))
-            out.append(net(x, s).double().numpy())
+            out.append(net(x, s, _psf_arg(psf, i, batch_size)).double().numpy())
     return np.concatenate(out)
 
 
@@ -186,11 +197,19 @@ def train_photoz(
     gen = torch.Generator().manual_seed(int(seed))
     bands = list(data.bands)
     ref = bands.index("r") if "r" in bands else len(bands) // 2
+    if arch["use_psf"] and data.psf_fwhm is None:
+        from ..errors import InputError
+
+        raise InputError("-", str(train), "the stamp sets have no psf_fwhm(object, band); "
+                                          "train with arch={'use_psf': False}")
+    psf = data.psf_fwhm if arch["use_psf"] else None
     net = PhotoZNet(len(bands), data.stamps.shape[-1], grid.n_bins, arch, ref)
     # standardise the photometric features with the training set's statistics
     with torch.inference_mode():
         feats = torch.cat([net.photo.raw(torch.from_numpy(data.stamps[tr[i:i + 512]]),
-                                         torch.from_numpy(data.sigma[tr[i:i + 512]]))
+                                         torch.from_numpy(data.sigma[tr[i:i + 512]]),
+                                         None if psf is None
+                                         else torch.from_numpy(psf[tr[i:i + 512]]))
                            for i in range(0, len(tr), 512)])
     net.photo.mean.copy_(feats.mean(0))
     net.photo.std.copy_(feats.std(0).clamp_min(1e-3))
@@ -211,17 +230,20 @@ def train_photoz(
         total = 0.0
         for step in range(steps):
             idx = np.sort(order[step * batch_size:(step + 1) * batch_size])
-            x, sig = degrade_fn(torch.from_numpy(data.stamps[idx]),
-                                torch.from_numpy(data.sigma[idx]), gen, **degrade)
+            x, sig, p = degrade_fn(torch.from_numpy(data.stamps[idx]),
+                                   torch.from_numpy(data.sigma[idx]), gen, **degrade,
+                                   psf_fwhm=None if psf is None else torch.from_numpy(psf[idx]),
+                                   pixel_scale=float(data.pixel_scale))
             x = d4_centred(x, int(rng.integers(8))).contiguous(memory_format=torch.channels_last)
-            logp = torch.log_softmax(net(x, sig), dim=1)
+            logp = torch.log_softmax(net(x, sig, p), dim=1)
             loss = -(torch.from_numpy(targets[idx]) * logp).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach())
-        val = _soft_ce(_logits(net, data.stamps[va], data.sigma[va]), tgt_va, 1.0)
+        val = _soft_ce(_logits(net, data.stamps[va], data.sigma[va],
+                               None if psf is None else psf[va]), tgt_va, 1.0)
         rec = {"epoch": epoch + 1, "train_loss": round(total / steps, 5),
                "val_loss": round(val, 5), "seconds": round(time.perf_counter() - t0, 1)}
         history.append(rec)
@@ -231,7 +253,8 @@ def train_photoz(
             best, best_state = val, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
     net.eval()
-    temperature = fit_temperature(_logits(net, data.stamps[va], data.sigma[va]), tgt_va)
+    temperature = fit_temperature(_logits(net, data.stamps[va], data.sigma[va],
+                                          None if psf is None else psf[va]), tgt_va)
     log(f"softmax temperature fitted on validation: {temperature:.2f}")
     module = PhotoZModule(net, len(bands))
     module.temperature.fill_(temperature)
@@ -242,7 +265,7 @@ def train_photoz(
         ev_name = "heldout"
     else:
         ev, ev_name = data.subset(va), "validation"
-    pdf = predict_pdf(module, ev.stamps, ev.sigma)
+    pdf = predict_pdf(module, ev.stamps, ev.sigma, ev.psf_fwhm if arch["use_psf"] else None)
     metrics = evaluate(pdf, grid, ev.z, ev.mag("r"))
     if "population" in ev.labels:
         metrics["by_population"] = {
@@ -268,7 +291,9 @@ def train_photoz(
             "pixel_scale": float(data.pixel_scale),
             "normalisation": "arcsinh(F / sigma_band), sigma_band = background noise per band",
             "extra_inputs": {"sigma": "per-object background noise per band (cutouts "
-                                      "sigma(object, band)), converted to nanomaggies"},
+                                      "sigma(object, band)), converted to nanomaggies",
+                             **({"psf_fwhm": "PSF FWHM per band [arcsec] (engine input)"}
+                                if arch["use_psf"] else {})},
         },
         "z_grid": grid.to_meta(),
         "prior": {"kind": "training-set N(z): fraction of training galaxies per bin",

@@ -44,6 +44,8 @@ __all__ = [
     "add_stats",
     "run_em",
     "smooth_prior",
+    "EM_PRIOR_STRENGTH",
+    "tree_reduce",
     "numpy_map_reduce",
     "dask_map_reduce",
     "em_priors",
@@ -82,6 +84,11 @@ class PriorGroup:
         Silverman et al. 1990). Plain EM on fine bins is a deconvolution that, run to
         convergence, fits the sampling noise (a spiky N(z)) and converges slowly;
         one pass regularises it at a resolution of about one bin. 0 = plain EM.
+    strength : float
+        Pseudo-objects of a Dirichlet prior centred on the starting prior (MAP-EM):
+        ``P <- (sum_i w_i P(c|x_i) + strength P_0) / (sum_i w_i + strength)``. Keeps a
+        small or weakly informative survey from collapsing onto the edge of the simplex
+        (a class at exactly 0, which EM can never leave); negligible for large surveys.
     """
 
     name: str
@@ -91,6 +98,7 @@ class PriorGroup:
     estimate: bool = True
     parents: tuple[tuple[str, tuple[int, ...]], ...] = ()
     smooth: int = 0
+    strength: float = 0.0
 
     def __post_init__(self) -> None:
         pt = np.asarray(self.prior_train, np.float64)
@@ -135,6 +143,9 @@ class EMResult:
     n_eff : dict
         Group name -> sum of the objects' weights (expected number of objects the
         group applies to).
+    changes : dict
+        Group name -> its largest prior change in the last iteration (0 for groups
+        not estimated): a group has converged when this is below the tolerance.
     """
 
     priors: dict[str, np.ndarray]
@@ -142,10 +153,13 @@ class EMResult:
     converged: bool
     log: list[dict[str, Any]] = field(default_factory=list)
     n_eff: dict[str, float] = field(default_factory=dict)
+    changes: dict[str, float] = field(default_factory=dict)
 
 
 #: rows per chunk inside :func:`block_stats` (bounds the float64 temporaries)
 CHUNK = 32768
+#: default pseudo-objects of the Dirichlet prior of MAP-EM (aggregate and self-test)
+EM_PRIOR_STRENGTH = 100.0
 
 
 def prepare_block(block: Block, dtype: Any = np.float32) -> dict[str, np.ndarray]:
@@ -242,11 +256,19 @@ def add_stats(*parts: Stats) -> Stats:
 MapReduce = Callable[[Sequence[PriorGroup], Mapping[str, np.ndarray]], Stats]
 
 
-def numpy_map_reduce(blocks: Sequence[Block]) -> MapReduce:
-    """A map-reduce over blocks held in memory (sequential, for small surveys and tests)."""
+def tree_reduce(parts: Sequence[Stats], fan_in: int = 32) -> Stats:
+    """Sum statistics in a fixed tree of ``fan_in`` (the order :func:`dask_map_reduce` uses)."""
+    level = list(parts)
+    while len(level) > 1:
+        level = [add_stats(*level[i:i + fan_in]) for i in range(0, len(level), fan_in)]
+    return add_stats(level[0])
+
+
+def numpy_map_reduce(blocks: Sequence[Block], fan_in: int = 32) -> MapReduce:
+    """A map-reduce over blocks held in memory (sequential; same sums as the Dask one)."""
 
     def run(groups: Sequence[PriorGroup], priors: Mapping[str, np.ndarray]) -> Stats:
-        return add_stats(*[block_stats(b, groups, priors) for b in blocks])
+        return tree_reduce([block_stats(b, groups, priors) for b in blocks], fan_in)
 
     return run
 
@@ -311,6 +333,7 @@ def run_em(groups: Sequence[PriorGroup], map_reduce: MapReduce, *, tol: float = 
     log: list[dict[str, Any]] = []
     converged = not free
     n_iter = 0
+    changes = {g.name: 0.0 for g in groups}
     stats = map_reduce(groups, priors)
     while free and n_iter < max_iter:
         change = 0.0
@@ -318,9 +341,12 @@ def run_em(groups: Sequence[PriorGroup], map_reduce: MapReduce, *, tol: float = 
         for g in free:
             s = stats[g.name]
             k = len(g.labels)
-            if s[k] > 0:
-                new[g.name] = smooth_prior(s[:k] / s[k], g.smooth)
-                change = max(change, float(np.abs(new[g.name] - priors[g.name]).max()))
+            if s[k] + g.strength > 0:
+                p0 = g.initial()
+                new[g.name] = smooth_prior((s[:k] + g.strength * p0) / (s[k] + g.strength),
+                                           g.smooth)
+                changes[g.name] = float(np.abs(new[g.name] - priors[g.name]).max())
+                change = max(change, changes[g.name])
         n_iter += 1
         log.append({"iter": n_iter, "max_change": change,
                     "loglik": {g.name: float(stats[g.name][-1]) for g in free}})
@@ -330,11 +356,13 @@ def run_em(groups: Sequence[PriorGroup], map_reduce: MapReduce, *, tol: float = 
             break
         stats = map_reduce(groups, priors)
     n_eff = {g.name: float(stats[g.name][len(g.labels)]) for g in groups}
-    return EMResult(priors=priors, n_iter=n_iter, converged=converged, log=log, n_eff=n_eff)
+    return EMResult(priors=priors, n_iter=n_iter, converged=converged, log=log, n_eff=n_eff,
+                    changes=changes)
 
 
 def em_priors(p: np.ndarray, prior_train: np.ndarray, *, weights: np.ndarray | None = None,
-              tol: float = 1e-8, max_iter: int = 1000, smooth: int = 0) -> EMResult:
+              tol: float = 1e-8, max_iter: int = 1000, smooth: int = 0,
+              strength: float = 0.0) -> EMResult:
     """EM for one set of classes over probabilities in memory (convenience wrapper).
 
     Parameters
@@ -344,7 +372,7 @@ def em_priors(p: np.ndarray, prior_train: np.ndarray, *, weights: np.ndarray | N
     prior_train : array_like, shape (K,)
     weights : ndarray (N,), optional
         Per-object weights in [0, 1] (e.g. the probability that a question applies).
-    tol, max_iter, smooth :
+    tol, max_iter, smooth, strength :
         As :func:`run_em` and :class:`PriorGroup`.
 
     Returns
@@ -363,6 +391,7 @@ def em_priors(p: np.ndarray, prior_train: np.ndarray, *, weights: np.ndarray | N
         block["_w"] = np.stack([w, 1.0 - w], axis=1)
         groups.append(PriorGroup("_w", ("w", "rest"), np.array([0.5, 0.5]), estimate=False))
         path = (("_w", (0,)),)
-    groups.append(PriorGroup("p", labels, np.asarray(prior_train), parents=path, smooth=smooth))
+    groups.append(PriorGroup("p", labels, np.asarray(prior_train), parents=path, smooth=smooth,
+                             strength=strength))
     block = prepare_block(block, np.float64)
     return run_em(groups, numpy_map_reduce([block]), tol=tol, max_iter=max_iter)

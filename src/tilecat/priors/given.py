@@ -9,7 +9,8 @@ Format::
         z: [0.001, 0.004, ...]                 # photo-z N(z): one value per grid bin
         # or  z: {z: [0.0, 0.1, ...], n: [0.0, 1.3, ...]}   N(z) density at redshifts z
 
-Values are normalised (only ratios matter). Questions without an entry are estimated
+Values are normalised (only ratios matter). Unquoted ``yes``/``no`` keys, which YAML
+reads as booleans, are taken as the answers "yes"/"no". Questions without an entry are estimated
 by EM (or left at the training prior when ``aggregate.estimate_priors`` is false).
 """
 
@@ -105,6 +106,9 @@ def given_priors(spec: Mapping[str, Any] | None, groups: Sequence[Any], grid: An
                               f"{sorted(known) + ['z']}")
         if not isinstance(value, Mapping):
             raise ConfigError(f"key '{key}': expected {{answer: probability}}")
+        # YAML 1.1 reads unquoted yes/no as booleans
+        value = {({True: "yes", False: "no"}[a] if isinstance(a, bool) else str(a)): v
+                 for a, v in value.items()}
         answers = known[name]
         extra = sorted(set(value) - set(answers))
         missing = [a for a in answers if a not in value]

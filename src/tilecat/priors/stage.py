@@ -9,8 +9,11 @@ the photo-z PDF) the survey catalog gets, besides the ``_raw`` columns of the ti
 ``<prob>_post``
     The calibrated probabilities prior-corrected (:func:`tilecat.priors.formula.correct`)
     to the survey's priors: given in ``survey.priors``, else estimated by EM over all
-    tiles (:mod:`tilecat.priors.em`), else (``aggregate.estimate_priors: false``) the
-    training priors, which leaves ``_post`` equal to ``_cal``.
+    tiles (:mod:`tilecat.priors.em`), else (``aggregate.estimate_priors: false``, or a
+    group without a passed EM self-test in its model card) the priors of the
+    calibrated outputs, which leaves ``_post`` equal to ``_cal``. ``P_T`` is the
+    training prior of the card, or the labelled set's class fractions for calibration
+    maps that set the class balance (:func:`tilecat.calibrate.card.card_priors`).
 
 For photo-z the list columns are ``z_pdf`` (raw), ``z_pdf_cal`` and ``z_pdf_post``, and
 the summary statistics of the corrected PDF are ``z_mean_post``, ``z_median_post``,
@@ -18,6 +21,8 @@ the summary statistics of the corrected PDF are ``z_mean_post``, ``z_median_post
 raw PDF, as the tiles have them). The survey N(z) is estimated on the model's bin
 grid over galaxies (objects weighted by 1 - P(artifact) when morphology is present),
 by smoothed EM (``aggregate.nz_smooth`` passes of a [1, 2, 1] / 4 kernel per step).
+EM is MAP-EM with a weak Dirichlet prior centred on ``P_T`` (``aggregate.em_prior_strength``
+pseudo-objects).
 
 Priors used and the EM log go into the file metadata (``tilecat.priors``), the
 calibration maps into ``tilecat.calibration``.
@@ -36,7 +41,7 @@ import numpy as np
 from ..calibrate.calibrators import Calibrator
 from ..calibrate.groups import STAGES, Z_SUMMARY, ProbGroup, group_values, list_array
 from ..errors import InputError, ModelError
-from .em import Block, EMResult, PriorGroup, prepare_block, run_em
+from .em import EM_PRIOR_STRENGTH, Block, EMResult, PriorGroup, prepare_block, run_em
 from .formula import correct
 
 __all__ = ["Correction", "plan_correction", "PRIORS_KEY", "CALIBRATION_KEY", "MODELS"]
@@ -73,6 +78,9 @@ class Correction:
         Photo-z bin grid.
     em_tol, em_max_iter : float, int
         EM convergence tolerance and iteration cap.
+    self_tests : dict
+        Group name -> the card's EM self-test (:mod:`tilecat.calibrate.selftest`); EM
+        runs only on groups that passed it (``aggregate.em_require_self_test``).
     result : EMResult or None
         Set by :meth:`estimate`.
     """
@@ -84,6 +92,7 @@ class Correction:
     grid: Any = None
     em_tol: float = 1e-6
     em_max_iter: int = 1000
+    self_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     result: EMResult | None = None
 
     # ----------------------------------------------------------------- columns
@@ -185,7 +194,7 @@ class Correction:
         for g, pg in zip(self.groups, self.prior_groups):
             entry: dict[str, Any] = {
                 "model": g.model,
-                "source": pg.source,
+                "source": self._source(pg),
                 "train": [round(float(v), 8) for v in pg.prior_train],
                 "used": [round(float(v), 8) for v in priors[g.name]],
                 "n_eff": None if res is None else round(res.n_eff.get(g.name, 0.0), 3),
@@ -194,6 +203,8 @@ class Correction:
                 entry["labels"] = list(g.labels)
             else:
                 entry["labels"] = "bin centres of tilecat.z_grid"
+            if g.name in self.self_tests:
+                entry["em_self_test"] = self.self_tests[g.name]
             if pg.parents:
                 entry["applies_when"] = [[p, [self._labels(p)[i] for i in idx]]
                                          for p, idx in pg.parents]
@@ -209,6 +220,18 @@ class Correction:
                                   "z_pdf_post, z_<stat>_post",
                        "groups": groups, "em": em}
         return {PRIORS_KEY: priors_meta, CALIBRATION_KEY: self.models}
+
+    def _source(self, pg: PriorGroup) -> str:
+        """``given``, ``em`` or ``training`` with the reason EM was not used."""
+        if pg.source != "training":
+            return pg.source
+        test = self.self_tests.get(pg.name)
+        if test is None:
+            return ("training: no EM self-test in the model card (run tilecat calibrate), "
+                    "or EM disabled")
+        if not test.get("ok"):
+            return "training: EM self-test failed on the calibration set"
+        return "training: EM disabled (aggregate.estimate_priors)"
 
     def _labels(self, name: str) -> tuple[str, ...]:
         return next(g.labels for g in self.groups if g.name == name)
@@ -242,7 +265,7 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
     ConfigError
         Bad ``survey.priors``.
     """
-    from ..calibrate.card import card_calibrators
+    from ..calibrate.card import card_calibrators, card_priors
     from ..calibrate.groups import card_groups
     from ..infer.heads import model_location
     from ..models import load_card
@@ -254,6 +277,8 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
         return None
     groups: list[ProbGroup] = []
     calibrators: dict[str, Calibrator] = {}
+    cal_priors: dict[str, np.ndarray] = {}
+    self_tests: dict[str, dict[str, Any]] = {}
     info: dict[str, dict[str, Any]] = {}
     grid = None
     for m in sorted(models, key=lambda m: MODELS.index(m["name"])):
@@ -278,17 +303,25 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
                 raise ModelError("photoz: the tile catalogs' z grid differs from the model card's")
         groups += mg
         calibrators.update(card_calibrators(card))
+        cal_priors.update(card_priors(card))
         section = card.get("calibration") or {}
+        for name, metrics in (section.get("metrics") or {}).items():
+            if "em_self_test" in metrics:
+                self_tests[name] = metrics["em_self_test"]
         info[m["name"]] = {"version": card.get("version"), "sha256": card.get("sha256"),
                            "method": section.get("method", "none"),
+                           "pdf_method": section.get("pdf_method"),
                            "groups": {g.name: calibrators[g.name].to_dict() for g in mg},
                            "fitted_on": section.get("fitted_on")}
     if not groups:
         return None
     scfg = config.get("survey") or {}
     acfg = config.get("aggregate") or {}
+    groups = [ProbGroup(g.name, g.model, g.labels, cal_priors[g.name], g.list_column)
+              for g in groups]
     given = given_priors(scfg.get("priors") or {}, groups, grid)
     estimate = bool(acfg.get("estimate_priors", True))
+    require = bool(acfg.get("em_require_self_test", True))
     answers = {g.name: g.labels for g in groups if not g.list_column}
     pgroups = []
     for g in groups:
@@ -296,9 +329,11 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
             path = path_indices(GALAXY_PATH, answers) if "t" in answers else ()
         else:
             path = parents(g.name, answers)
+        trusted = not require or self_tests.get(g.name, {}).get("ok") is True
         pgroups.append(PriorGroup(g.name, g.labels, g.prior_train, given.get(g.name),
-                                  estimate, path,
-                                  int(acfg.get("nz_smooth", 1)) if g.list_column else 0))
+                                  estimate and trusted, path,
+                                  int(acfg.get("nz_smooth", 1)) if g.list_column else 0,
+                                  float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH))))
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),
-                      em_max_iter=int(acfg.get("em_max_iter", 1000)))
+                      em_max_iter=int(acfg.get("em_max_iter", 1000)), self_tests=self_tests)

@@ -29,13 +29,15 @@ def _plt() -> Any:
 
 
 def reliability_figure(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]],
-                       title: str = "") -> Any:
+                       title: str = "", min_count: int = 10) -> Any:
     """Reliability diagrams, one panel per question.
 
     Parameters
     ----------
     panels : mapping
         Panel title -> {stage: reliability rows (``confidence``, ``accuracy``, ``n``)}.
+    min_count : int
+        Bins with fewer objects are not drawn (their accuracy is mostly noise).
     """
     plt = _plt()
     n = max(1, len(panels))
@@ -45,6 +47,7 @@ def reliability_figure(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, f
     for ax, (name, stages) in zip(axes.ravel(), panels.items()):
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
         for stage, table in stages.items():
+            table = [r for r in table if r.get("n", min_count) >= min_count]
             if not table:
                 continue
             color, label = _STAGE_STYLE.get(stage, ("k", stage))
@@ -168,7 +171,7 @@ def overlay_figure(image: np.ndarray, mask: np.ndarray, names: Sequence[str],
     sig = 1.4826 * np.median(np.abs(img - med)) or 1.0
     show = np.arcsinh((img - med) / sig)
     fig, ax = plt.subplots(figsize=(7, 7 * img.shape[0] / max(img.shape[1], 1)))
-    ax.imshow(show, origin="lower", cmap="gray", vmin=-2, vmax=np.percentile(show, 99.5))
+    ax.imshow(show, origin="lower", cmap="gray", vmin=-1.0, vmax=max(float(np.percentile(show, 99.5)), 1.0))
     cmap = plt.get_cmap("tab10")
     handles = []
     rgba = np.zeros(mask.shape + (4,))

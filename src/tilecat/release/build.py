@@ -249,6 +249,14 @@ def build_release(config: dict[str, Any], version: str, *,
         rel = cfg.get("release") or {}
         if rel.get("hats", True):
             from ..daskutil import dask_context
+
+            try:
+                import hats  # noqa: F401
+                import lsdb  # noqa: F401
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ConfigError(
+                    "key 'release.hats': the HATS catalog needs the hats and lsdb packages "
+                    "(pip install 'tilecat[release]'), or set release.hats: false") from exc
             from .hatscat import HATS_DIR, write_hats
 
             with dask_context(cfg):
@@ -259,6 +267,9 @@ def build_release(config: dict[str, Any], version: str, *,
                            date=rel.get("date"), metadata=_hats_metadata(parts[0], provenance))
         report = Path(cfg["results"]) / REPORT_NAME
         if report.exists():
+            if report.stat().st_mtime_ns < min(p.stat().st_mtime_ns for p in parts):
+                print(f"release: warning: the QA report {report} is older than the survey "
+                      "catalog (rebuild it: tilecat report)", flush=True)
             shutil.copyfile(report, tmp / REPORT_NAME)
         import yaml
 

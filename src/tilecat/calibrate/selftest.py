@@ -1,0 +1,193 @@
+"""EM self-test on the labelled set: can EM be trusted with this model's outputs?
+
+EM prior estimation is the maximum-likelihood estimate under the model "the calibrated
+outputs are the exact posteriors under the training priors". With a weak classifier
+the likelihood is nearly flat, and small residual miscalibration drives the estimate
+to the edge of the simplex (e.g. 100% of one answer); and a conditional question of
+the decision tree is estimated over objects weighted by their probability of reaching
+it, so a weak parent question lets objects of other branches leak in. The test fits
+the calibration maps on a random half of the labelled set (fixed seed), runs EM
+exactly as the aggregate step does (all questions jointly, tree weights, every object)
+on the other half, and compares each estimate with that half's true class fractions
+(same mix, so EM should find them):
+
+* classes: ``max_c |EM_c - true_c| <= 0.02 + 3 sqrt(max_c t_c (1 - t_c) / n)``;
+* PDFs: KS distance between the EM N(z) and the true histogram ``<= 0.02 + 1.36 / sqrt(n)``.
+
+Only groups that pass (and whose EM converges) are corrected by EM in the aggregate
+step (``aggregate.em_require_self_test``, default true).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["em_self_test", "tree_self_test"]
+
+
+def em_self_test(method: str, p: np.ndarray, prior: np.ndarray, *, y: np.ndarray | None = None,
+                 grid: Any = None, z_true: np.ndarray | None = None,
+                 implicit: bool = False) -> dict[str, Any]:
+    """Run the self-test for one probability group.
+
+    Parameters
+    ----------
+    method : str
+        Calibration method (:data:`tilecat.calibrate.fit.METHODS`).
+    p : ndarray, shape (N, K)
+        Raw probabilities of the labelled objects.
+    prior : ndarray (K,)
+        ``P_T`` the EM starts from (the training prior).
+    y : ndarray of int (N,), optional
+        True classes (classes), or
+    grid, z_true :
+        the redshift grid and true redshifts (PDFs).
+    implicit : bool
+        The calibration map sets its own prior (BCTS, isotonic): EM then starts from
+        the fitting half's class fractions instead of ``prior``.
+
+    Returns
+    -------
+    dict
+        ``ok``, ``n``, ``error`` (max abs error or KS), ``tolerance``, ``converged``,
+        ``n_iter``, ``true`` and ``em`` (rounded).
+    """
+    from ..priors.em import EM_PRIOR_STRENGTH, em_priors
+    from .fit import bin_index, fit_calibrator
+    from .metrics import ks_distance
+
+    pdf = y is None
+    n = p.shape[0]
+    perm = np.random.default_rng(0).permutation(n)  # labelled sets may be ordered by class
+    a, b = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    k = p.shape[1]
+    if pdf:
+        cal = fit_calibrator(method, p[a], grid=grid, z_true=z_true[a])
+        true = grid.histogram(z_true[b])
+        labels_a = bin_index(grid, z_true[a])
+    else:
+        cal = fit_calibrator(method, p[a], y[a])
+        true = np.bincount(y[b], minlength=k) / max(len(b), 1)
+        labels_a = y[a]
+    start = np.asarray(prior, np.float64)
+    if implicit:
+        start = np.maximum(np.bincount(labels_a, minlength=k) / max(len(a), 1), 1e-6)
+    res = em_priors(cal.apply(p[b]), start / start.sum(), tol=1e-6, max_iter=1000,
+                    smooth=1 if pdf else 0, strength=EM_PRIOR_STRENGTH)
+    est = res.priors["p"]
+    if pdf:
+        err = ks_distance(est, true)
+        tol = 0.02 + 1.36 / np.sqrt(max(len(b), 1))
+    else:
+        err = float(np.abs(est - true).max())
+        tol = 0.02 + 3.0 * float(np.sqrt(np.max(true * (1 - true)) / max(len(b), 1)))
+    out: dict[str, Any] = {"ok": bool(res.converged and err <= tol), "n": int(len(b)),
+                           "error": round(float(err), 5), "tolerance": round(float(tol), 5),
+                           "converged": bool(res.converged), "n_iter": int(res.n_iter)}
+    if not pdf:
+        out["true"] = [round(float(v), 5) for v in true]
+        out["em"] = [round(float(v), 5) for v in est]
+    return out
+
+
+def tree_self_test(method: str, probs: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray],
+                   priors: Mapping[str, np.ndarray], *, implicit: bool = False,
+                   min_objects: int = 20) -> dict[str, dict[str, Any]]:
+    """The self-test of the morphology questions, run jointly as in the aggregate step.
+
+    Parameters
+    ----------
+    method : str
+        Calibration method of the class groups.
+    probs : mapping
+        Question -> raw probabilities ``(N, K)`` of every labelled object.
+    targets : mapping
+        Question -> answer index ``(N,)``, -1 where the question does not apply.
+    priors : mapping
+        Question -> training prior ``P_T``.
+    implicit : bool
+        The map sets its own class balance (EM starts from the fitting half's fractions).
+    min_objects : int
+        Questions with fewer applicable objects in either half are left out.
+
+    Returns
+    -------
+    dict
+        Question -> result (as :func:`em_self_test`).
+    """
+    from ..morphology.tree import QUESTIONS
+    from ..priors.em import EM_PRIOR_STRENGTH, PriorGroup, numpy_map_reduce, prepare_block, run_em
+    from ..priors.tree import MORPHOLOGY_PATHS, path_indices
+    from .calibrators import Identity
+    from .fit import fit_calibrator
+
+    names = [q.name for q in QUESTIONS if q.name in probs and q.name in targets]
+    if not names:
+        return {}
+    n = probs[names[0]].shape[0]
+    perm = np.random.default_rng(0).permutation(n)
+    a, b = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    answers = {q.name: q.answers for q in QUESTIONS}
+    block, groups, truth = {}, [], {}
+    for q in QUESTIONS:
+        if q.name not in names:
+            continue
+        p, y = np.asarray(probs[q.name], np.float64), np.asarray(targets[q.name], np.int64)
+        fa = a[y[a] >= 0]
+        cal = fit_calibrator(method, p[fa], y[fa]) if len(fa) >= min_objects else Identity()
+        block[q.name] = cal.apply(p[b])
+        start = np.asarray(priors[q.name], np.float64)
+        if implicit and len(fa) >= min_objects:
+            start = np.maximum(np.bincount(y[fa], minlength=len(q.answers)) / len(fa), 1e-6)
+        path = MORPHOLOGY_PATHS[q.name]
+        if not all(parent in names for parent, _ in path):
+            path = ()
+        groups.append(PriorGroup(q.name, q.answers, start / start.sum(),
+                                 parents=path_indices(path, answers),
+                                 strength=EM_PRIOR_STRENGTH))
+        yb = y[b][y[b] >= 0]
+        truth[q.name] = (np.bincount(yb, minlength=len(q.answers)) / max(len(yb), 1), len(yb))
+    mr = numpy_map_reduce([prepare_block(block, np.float64)])
+    parent_of = {g.name: [p for p, _ in g.parents] for g in groups}
+    fixed: set[str] = set()
+    out: dict[str, dict[str, Any]] = {}
+    while True:
+        run = [PriorGroup(g.name, g.labels, g.prior_train, estimate=g.name not in fixed,
+                          parents=g.parents, strength=g.strength) for g in groups]
+        res = run_em(run, mr, tol=1e-6, max_iter=1000)
+        failed = []
+        for q in names:
+            true, m = truth[q]
+            if m < min_objects or q in fixed:
+                continue
+            est = res.priors[q]
+            err = float(np.abs(est - true).max())
+            tol = 0.02 + 3.0 * float(np.sqrt(np.max(true * (1 - true)) / m))
+            converged = res.changes.get(q, 0.0) < 1e-6  # this group, not the whole tree
+            out[q] = {"ok": bool(converged and err <= tol), "n": int(m),
+                      "error": round(err, 5), "tolerance": round(tol, 5),
+                      "converged": bool(converged), "n_iter": int(res.n_iter),
+                      "true": [round(float(v), 5) for v in true],
+                      "em": [round(float(v), 5) for v in est], "joint": True}
+            if not out[q]["ok"]:
+                failed.append(q)
+        # fix the topmost failures (no failing ancestor) at P_T and test the rest again:
+        # a child may only have failed because its parent drifted
+        top = [q for q in failed if not _has(parent_of, q, set(failed))]
+        if not top:
+            return out
+        fixed.update(top)
+
+
+def _has(parent_of: Mapping[str, list[str]], q: str, among: set[str]) -> bool:
+    """Whether an ancestor of ``q`` is in ``among``."""
+    todo = list(parent_of.get(q, []))
+    while todo:
+        p = todo.pop()
+        if p in among:
+            return True
+        todo.extend(parent_of.get(p, []))
+    return False
