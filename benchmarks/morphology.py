@@ -64,8 +64,8 @@ def sep_r50(stamps: np.ndarray, r_index: int, pixscale: float) -> np.ndarray:
         c = (img.shape[0] - 1) / 2
         k = int(np.argmin(np.hypot(objs["x"] - c, objs["y"] - c)))
         x, y, a = objs["x"][k:k + 1], objs["y"][k:k + 1], objs["a"][k:k + 1]
-        rad, flag = sep.flux_radius(img, x, y, 6.0 * a, 0.5, subpix=5)
-        if flag[0] == 0:
+        rad, _flag = sep.flux_radius(img, x, y, 6.0 * a, 0.5, subpix=5)
+        if np.isfinite(rad[0]) and rad[0] > 0:  # aperture truncated at the edge: kept
             out[i] = rad[0] * pixscale
     return out
 
@@ -90,7 +90,7 @@ def statmorph_r50(stamps: np.ndarray, r_index: int, pixscale: float) -> np.ndarr
             warnings.simplefilter("ignore")
             try:
                 m = statmorph.source_morphology(img, seg, weightmap=np.ones_like(img),
-                                                skip_sersic=True)[0]
+                                                sersic_maxiter=50)[0]
             except Exception:
                 continue
         if m.flag <= 1 and np.isfinite(m.r50):

@@ -226,3 +226,37 @@ def test_degrade_keeps_unit_noise_and_blurs():
     blurred = torch.sinh(degrade(x, gen, prob=1.0, max_blur=2.0, min_scale=0.45))
     assert float(blurred[:, :, 16, 16].max()) < 1e4  # peak spread and scaled down
     assert torch.equal(degrade(x, gen, prob=0.0, max_blur=2.0, min_scale=0.45), x)
+
+
+def test_shipped_morphology_spin_swap_through_engine(tmp_path):
+    """The shipped weights, run by the engine: a mirrored stamp gets S and Z exactly swapped."""
+    from importlib import resources
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    xr = pytest.importorskip("xarray")
+    from tilecat.infer import run_infer
+    from tilecat.survey import tile_paths
+
+    shipped = Path(str(resources.files("tilecat").joinpath("data", "models", "morphology")))
+    if not (shipped / "card.json").is_file():
+        pytest.skip("no shipped morphology model")
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    blob = 30 * np.exp(-((xx - 3) ** 2 / 40 + (yy + 2) ** 2 / 12))
+    stamps = np.arcsinh(blob[None, None] + rng.normal(size=(4, 4, 64, 64))).astype(np.float32)
+    both = np.concatenate([stamps, stamps[..., ::-1]])
+    cfg = {"survey": {"name": "t", "bands": ["g", "r", "i", "z"], "pixel_scale": 0.262},
+           "results": str(tmp_path), "infer": {"models": ["morphology"], "batch_size": 3,
+                                              "device": "cpu"}}
+    ds = xr.Dataset({"stamp": (("object", "band", "y", "x"), both),
+                     "object_id": (("object",), np.arange(1, 9, dtype=np.int64))},
+                    coords={"band": np.array(["g", "r", "i", "z"], dtype=object)})
+    ds.to_zarr(tile_paths(cfg, "t0")["cutouts"], zarr_format=3, consolidated=False)
+    run_infer(cfg, "t0")
+    t = pq.read_table(tile_paths(cfg, "t0")["infer"]).to_pydict()
+    s, z = np.array(t["morph_spin_S_raw"]), np.array(t["morph_spin_Z_raw"])
+    assert np.array_equal(s[:4], z[4:]) and np.array_equal(z[:4], s[4:])
+    assert np.array_equal(np.array(t["morph_t_featured_raw"])[:4],
+                          np.array(t["morph_t_featured_raw"])[4:])

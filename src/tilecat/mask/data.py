@@ -66,7 +66,7 @@ def load_patches(path: str | Path, limit: int | None = None, resample_fraction: 
     limit : int, optional
         Use only the first ``limit`` patches.
     resample_fraction : float
-        Fraction of patches given coadd-like Lanczos resampling
+        Fraction of patches made coadd-like
         (:func:`tilecat.mask.augment.resample_some`, seeded by ``seed``) before
         preparation (training augmentation; 0 for evaluation).
     seed : int

@@ -119,8 +119,8 @@ def train_masker(
     fpr_target : float
         Per-class false-positive rate defining the thresholds.
     resample_fraction : float
-        Fraction of training patches resampled like a coadd (Lanczos-3, random
-        sub-pixel shift) before preparation.
+        Fraction of training (and held-out) patches made coadd-like
+        (:func:`tilecat.mask.augment.coadd_like`) before preparation.
     threads : int or None
         torch intra-op threads (None: leave torch's default). Results are
         reproducible for a given thread count.
@@ -269,8 +269,9 @@ def train_masker(
             "optimizer": "AdamW + OneCycleLR",
             "loss": "BCEWithLogits, pos_weight = min(10, sqrt((1-f)/f))",
             "augmentation": f"random dihedral (flips, 90 deg rotations) per batch; "
-                            f"{resample_fraction:g} of the patches Lanczos-3 resampled at a "
-                            f"random sub-pixel shift (coadd-like correlated noise)",
+                            f"{resample_fraction:g} of the patches made coadd-like "
+                            f"(tilecat.mask.augment.coadd_like: native pixel 1-2 px, "
+                            f"Lanczos-3 at a random shift, noise 0.75-1.0 of invvar sigma)",
             "torch": torch.__version__.split("+")[0],
             "threads": int(threads) if threads is not None else None,
             "loss_history": [round(v, 6) for v in history],

@@ -39,7 +39,7 @@ def path_indices(path: Sequence[tuple[str, Sequence[str]]], answers: Mapping[str
 
 def parents(question: str, answers: Mapping[str, Sequence[str]]
             ) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """The path of ``question`` with answers as indices (for :class:`~tilecat.priors.em.PriorGroup`).
+    """The path of ``question`` with answers as indices (:class:`tilecat.priors.em.PriorGroup`).
 
     Parameters
     ----------

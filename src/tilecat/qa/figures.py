@@ -171,7 +171,8 @@ def overlay_figure(image: np.ndarray, mask: np.ndarray, names: Sequence[str],
     sig = 1.4826 * np.median(np.abs(img - med)) or 1.0
     show = np.arcsinh((img - med) / sig)
     fig, ax = plt.subplots(figsize=(7, 7 * img.shape[0] / max(img.shape[1], 1)))
-    ax.imshow(show, origin="lower", cmap="gray", vmin=-1.0, vmax=max(float(np.percentile(show, 99.5)), 1.0))
+    top = max(float(np.percentile(show, 99.5)), 1.0)
+    ax.imshow(show, origin="lower", cmap="gray", vmin=-1.0, vmax=top)
     cmap = plt.get_cmap("tab10")
     handles = []
     rgba = np.zeros(mask.shape + (4,))

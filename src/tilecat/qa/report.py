@@ -168,13 +168,16 @@ def _calibration(table: Any, config: Mapping[str, Any], truth: Any) -> Section:
         m.get("name") for m in (_meta(table, "tilecat.models") or [])} else None
     cal = (card or {}).get("calibration") or {}
     if cal.get("metrics"):
+        from ..morphology.tree import QUESTIONS
+
         panels, rows = {}, []
-        for q, m in cal["metrics"].items():
+        for q in [q.name for q in QUESTIONS if q.name in cal["metrics"]]:
+            m = cal["metrics"][q]
             panels[q] = {"before": m.get("reliability_before", []),
                          "after": m.get("reliability_after", [])}
+            group = {k: v for k, v in (cal["groups"].get(q) or {}).items() if k != "prior"}
             rows.append([q, m["before"]["n"], m["before"]["ece"], m["after"]["ece"],
-                         m["before"]["brier"], m["after"]["brier"],
-                         json.dumps(cal["groups"].get(q))])
+                         m["before"]["brier"], m["after"]["brier"], json.dumps(group)])
         s.add(note_html(f"Morphology model card: calibration ({cal.get('method')}) fitted on "
                         f"{json.dumps(cal.get('fitted_on'))}; reliability on that set."))
         s.add(table_html(["question", "n", "ECE before", "ECE after", "Brier before",
@@ -190,8 +193,8 @@ def _calibration(table: Any, config: Mapping[str, Any], truth: Any) -> Section:
                         "no truth table" if truth is None else "no morphology columns")
         return s
     rows_idx, cols = truth
-    need = [q for q in ("t_class", "edge_on", "spiral_arms", "spin", "bar", "bulge_size",
-                        "merger", "roundness")]
+    need = ["t_class", "edge_on", "spiral_arms", "spin", "bar", "bulge_size", "merger",
+            "roundness"]
     if not all(c in cols for c in need):
         s.not_available("survey reliability against truth", "truth has no morphology labels")
         return s
