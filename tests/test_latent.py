@@ -198,7 +198,7 @@ def test_train_vae_smoke(tmp_path):
     ld = card["latent_distribution"]
     assert len(ld["mean"]) == 40 and np.array(ld["cov"]).shape == (40, 40)
     m = card["evaluation"]["metrics"]
-    assert -1 <= m["ssim_mean"] <= 1 and m["recon_chi2_median"] > 0
+    assert -1 <= m["ssim_vs_noisy_mean"] <= 1 and m["recon_chi2_median"] > 0
     module, _ = load_model(tmp_path / "m", build)
     assert module.vae.n_latent == 40
     # warm start from the first model

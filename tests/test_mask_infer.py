@@ -175,3 +175,17 @@ def test_run_mask_with_model(tmp_path):
     assert prob[0, 0].astype(int).sum() < np.rint(raw[0] * 255).sum()
     assert ds["defect_prob"].attrs["model_sha256"] == json.loads(
         (tmp_path / "mdl" / "card.json").read_text())["sha256"]
+
+
+def test_prepare_constant_weight_map():
+    """A constant weight map (no source noise in it) must not break the normalisation."""
+    rng = np.random.default_rng(2)
+    img = rng.normal(0, 0.01, (300, 300)).astype(np.float32)
+    img[:, 100] += 0.07                               # a 7-sigma hot column
+    iv = np.full(img.shape, 1e4, np.float32)
+    iv[:, 100] = 0.0                                  # known upstream
+    x = prepare_band(img, iv)
+    assert np.isfinite(x).all()
+    np.testing.assert_allclose(x[1], 1.0, atol=1e-6)
+    assert np.median(x[0][:, 100]) > 2.0              # the column stands out in sigma units
+    assert 0.72 < np.std(x[0][:, :90]) < 0.88           # std of arcsinh(N(0, 1)) = 0.80

@@ -163,7 +163,8 @@ def test_missing_tile_refused_unless_excluded(built):
     aside = victim.with_name("catalog.parquet.aside")
     victim.rename(aside)
     try:
-        with pytest.raises(ReleaseError, match=r"(?s)--exclude.*sim0002: catalog output .* is missing"):
+        with pytest.raises(ReleaseError,
+                           match=r"(?s)--exclude.*sim0002: catalog output .* is missing"):
             build_release(cfg, "v2", configfile=built.config)
         assert not (built.results / "release" / "v2").exists()
         out = build_release(cfg, "v2", exclude={"sim0002": "corrupt r-band input"},

@@ -179,3 +179,15 @@ def test_snakemake_release_targets(synthetic, tmp_path):
     assert proc.returncode == 0, out[-3000:]
     for rule, n in (("tile_batch", 2), ("aggregate", 1), ("build_release", 1)):
         assert any(line.split() == [rule, str(n)] for line in out.splitlines()), out
+
+
+def test_cli_excludes_and_rerun_target_in_batched_mode(synthetic):
+    from tilecat.cli import _parse_excludes
+    from tilecat.errors import TileIdError
+    from tilecat.workflow import _batch_of
+
+    assert _parse_excludes(["ta=corrupt r band", "tb"]) == {"ta": "corrupt r band", "tb": ""}
+    with pytest.raises(TileIdError):
+        _parse_excludes(["../x=bad"])
+    config = dict(synthetic[0], workflow={"mode": "batched", "batch_size": 2})
+    assert _batch_of(config, "tc") == Path(config["results"]) / "batches" / "b000001.json"
