@@ -5,8 +5,9 @@ Recipe (all recorded in the model card, reproducible from ``seed``):
 - data: ``n_patches`` training patches simulated with ``seed``; a held-out set simulated
   with ``seed + 1000`` under the simulator's held-out observing conditions (other PSF
   and depth ranges), split in two halves: even patches choose the per-class
-  thresholds on their ROC curves, odd patches give the metrics (both halves get the
-  training share of coadd-like resampled patches, see :mod:`tilecat.mask.augment`);
+  thresholds on their ROC curves (false-positive rate on defect-free pixels outside a
+  one-pixel guard band around true defects), odd patches give the metrics (both halves
+  get the training share of coadd-like patches, see :mod:`tilecat.mask.augment`);
 - input: :func:`tilecat.mask.prepare.prepare_band` (the single normalisation);
 - loss: per-pixel, per-class binary cross-entropy with ``pos_weight_c =
   min(POS_WEIGHT_MAX, sqrt((1 - f_c) / f_c))`` (f_c the training pixel frequency), on
@@ -40,6 +41,8 @@ __all__ = ["train_masker", "POS_WEIGHT_MAX", "FPR_TARGET"]
 POS_WEIGHT_MAX = 10.0
 #: Per-class false-positive rate at which thresholds are set (held-out split A).
 FPR_TARGET = 1e-4
+#: Guard band (pixels) around true defects left out of the threshold negatives.
+GUARD = 1
 #: Fraction of training patches given coadd-like resampling (:mod:`tilecat.mask.augment`).
 RESAMPLE_FRACTION = 0.5
 #: Lowest threshold allowed.
@@ -69,6 +72,66 @@ def _evaluate(model: Any, x: np.ndarray, halo: int, batch_size: int) -> np.ndarr
     from .infer import predict_probs
 
     return predict_probs(model, x, patch=x.shape[-1], halo=halo, batch_size=batch_size)
+
+
+def threshold_rule(fpr_target: float) -> str:
+    """The card's description of how thresholds are chosen."""
+    return (f"lowest threshold whose false-positive rate is <= {fpr_target:g} on defect-free "
+            f"pixels more than {GUARD} px from any defect (the guard band: a mask edge one "
+            f"pixel wide is not a false detection), held-out split A (even patches); at "
+            f"least {THRESHOLD_FLOOR}")
+
+
+def heldout_thresholds_metrics(
+    model: Any, x: np.ndarray, truth: np.ndarray, radius: int, fpr_target: float = FPR_TARGET,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-class thresholds (split A) and metrics (split B) on held-out patches.
+
+    Parameters
+    ----------
+    model : MaskNet in eval mode
+    x : ndarray, shape (n, 2, h, w)
+        Prepared held-out patches.
+    truth : ndarray of uint16, shape (n, h, w)
+        Their truth bits.
+    radius : int
+        Receptive-field radius (inference halo).
+    fpr_target : float
+        False-positive rate defining the thresholds (see :func:`threshold_rule`).
+
+    Returns
+    -------
+    thresholds : dict class -> float
+    metrics : dict class -> dict (see :func:`tilecat.mask.metrics.class_metrics`),
+        computed on split B (odd patches) with every pixel without the class as negative.
+    """
+    from scipy import ndimage
+
+    from .data import bits_to_targets
+    from .metrics import class_metrics, threshold_at_fpr
+
+    probs = _evaluate(model, x, radius, 32)
+    targets = bits_to_targets(truth)
+    k_cls = len(DEFECT_CLASSES)
+    near = np.stack([ndimage.binary_dilation(t > 0, np.ones((3, 3), bool), iterations=GUARD)
+                     for t in truth])
+
+    def flat(a: np.ndarray, part: slice) -> np.ndarray:
+        return np.moveaxis(a[part], 1, 0).reshape(k_cls, -1)
+
+    pa, ya = flat(probs, slice(0, None, 2)), flat(targets, slice(0, None, 2))
+    pb, yb = flat(probs, slice(1, None, 2)), flat(targets, slice(1, None, 2))
+    far_a = ~near[0::2].ravel()
+    thresholds = {}
+    for k, c in enumerate(DEFECT_CLASSES):
+        sel = ya[k] | far_a
+        thresholds[c] = threshold_at_fpr(ya[k][sel], pa[k][sel], fpr_target, THRESHOLD_FLOOR)
+    metrics = class_metrics(yb, pb, DEFECT_CLASSES, thresholds=thresholds)
+    far_b = ~near[1::2].ravel()
+    hit = pb >= np.array([thresholds[c] for c in DEFECT_CLASSES])[:, None]
+    for k, c in enumerate(DEFECT_CLASSES):
+        metrics[c]["fpr_far_at_threshold"] = float(hit[k][far_b].mean())
+    return thresholds, metrics
 
 
 def train_masker(
@@ -141,7 +204,6 @@ def train_masker(
 
     from ..models import save_model
     from .data import bits_to_targets, load_patches, make_patches, pixel_frequencies
-    from .metrics import class_metrics, threshold_at_fpr
     from .net import ARCH, MaskNet, receptive_field
     from .prepare import BACK_SIZE, WEIGHT_CLIP
 
@@ -215,23 +277,7 @@ def train_masker(
             f"({time.perf_counter() - t1:.0f} s)")
 
     model.eval()
-    probs = _evaluate(model, ho.x, radius, 32)
-    targets = bits_to_targets(ho.truth)
-    k_cls = len(DEFECT_CLASSES)
-
-    def flat(a: np.ndarray, part: slice) -> np.ndarray:
-        return np.moveaxis(a[part], 1, 0).reshape(k_cls, -1)
-
-    pa, ya = flat(probs, slice(0, None, 2)), flat(targets, slice(0, None, 2))
-    pb, yb_ = flat(probs, slice(1, None, 2)), flat(targets, slice(1, None, 2))
-    # negatives for the thresholds: defect-free pixels (a hot pixel scored as a cosmic
-    # ray is still a defect caught; a clean pixel flagged is what costs the catalogue)
-    clean_a = ~ya.any(axis=0)
-    thresholds = {}
-    for k, c in enumerate(DEFECT_CLASSES):
-        sel = ya[k] | clean_a
-        thresholds[c] = threshold_at_fpr(ya[k][sel], pa[k][sel], fpr_target, THRESHOLD_FLOOR)
-    metrics = class_metrics(yb_, pb, DEFECT_CLASSES, thresholds=thresholds)
+    thresholds, metrics = heldout_thresholds_metrics(model, ho.x, ho.truth, radius, fpr_target)
     log("held-out metrics: " + ", ".join(
         f"{c} auc={m['auc'] if m['auc'] is None else round(m['auc'], 4)}" for c, m in metrics.items()))
 
@@ -254,9 +300,7 @@ def train_masker(
         "pos_weight": pos_w,
         "train_priors": priors,
         "thresholds": thresholds,
-        "threshold_rule": f"lowest threshold whose false-positive rate on defect-free pixels "
-                          f"is <= {fpr_target:g}, on held-out split A (even patches), "
-                          f"at least {THRESHOLD_FLOOR}",
+        "threshold_rule": threshold_rule(fpr_target),
         "metrics": {"heldout_split_B": metrics},
         "training": {
             "function": "tilecat.mask.train.train_masker",
@@ -265,6 +309,7 @@ def train_masker(
             "epochs": int(epochs),
             "batch_size": int(batch_size),
             "lr": float(lr),
+            "resample_fraction": float(resample_fraction),
             "weight_decay": float(weight_decay),
             "optimizer": "AdamW + OneCycleLR",
             "loss": "BCEWithLogits, pos_weight = min(10, sqrt((1-f)/f))",
