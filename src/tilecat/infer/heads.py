@@ -10,6 +10,7 @@ and registering it (:mod:`tilecat.infer.registry`), never by editing the engine.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
@@ -96,7 +97,7 @@ class LoadedHead:
     inputs: tuple[str, ...] = ()
 
 
-class Head:
+class Head(abc.ABC):
     """Base class of inference heads.
 
     Subclasses set :attr:`name` and implement :meth:`load` and :meth:`postprocess`.
@@ -105,6 +106,7 @@ class Head:
     #: registry name, as written in ``infer.models``
     name: str = ""
 
+    @abc.abstractmethod
     def load(self, config: Mapping[str, Any], device: "torch.device") -> LoadedHead:
         """Load weights + card (checksum verified) and build the module on ``device``.
 
@@ -113,8 +115,8 @@ class Head:
         ModelError
             Weights or card missing, corrupt, or not matching each other.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
         """Turn the raw outputs of all objects into columns.
 
@@ -130,7 +132,6 @@ class Head:
         dict
             Column name -> array of length N, exactly the names of ``loaded.columns``.
         """
-        raise NotImplementedError
 
     def file_metadata(self, loaded: LoadedHead) -> dict[str, Any]:
         """Extra ``infer.parquet`` file-metadata entries (key -> str/bytes/JSON-able value).
