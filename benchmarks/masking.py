@@ -290,8 +290,8 @@ def main() -> None:
     ap.add_argument("--n-tiles", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--speed-size", type=int, default=2048)
-    ap.add_argument("--patch", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--patch", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=2)
     args = ap.parse_args()
 
     import torch

@@ -101,16 +101,30 @@ def test_planted_defects_found(masker, crop):
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7])
 def test_masks_follow_flips_and_rotations(masker, crop, k):
+    """Flipping/rotating the image flips/rotates the masks (the network is trained with
+    dihedral augmentation, so equivariance is approximate, at the edges of defects)."""
+    from scipy import ndimage
+
     img, iv = crop
-    planted, _ = _plant(img, iv)
+    planted, truth = _plant(img, iv)
     planted, iv = planted[:, :256], iv[:, :256]          # square: rotations keep the shape
 
     def tf(a):
-        a = np.fliplr(a) if k >= 4 else a
-        return np.ascontiguousarray(np.rot90(a, k % 4))
+        a = np.flip(a, axis=-1) if k >= 4 else a
+        return np.ascontiguousarray(np.rot90(a, k % 4, axes=(-2, -1)))
 
-    _, m0 = _run(masker, planted, iv)
-    _, m1 = _run(masker, tf(planted), tf(iv))
+    p0, m0 = _run(masker, planted, iv)
+    p1, m1 = _run(masker, tf(planted), tf(iv))
+    # probabilities agree to ~1/255 on average in every class
+    dp = np.abs(tf(p0).astype(int) - p1.astype(int)).mean(axis=(1, 2))
+    assert dp.max() <= 2.0, dp
+    # flagged pixels agree within one pixel
     a, b = tf(m0 & NET) > 0, (m1 & NET) > 0
-    iou = (a & b).sum() / max(1, (a | b).sum())
-    assert iou >= 0.8, iou
+    ring = np.ones((3, 3), bool)
+    assert (a & ndimage.binary_dilation(b, ring)).sum() >= 0.8 * a.sum()
+    assert (b & ndimage.binary_dilation(a, ring)).sum() >= 0.8 * b.sum()
+    # and the planted cosmic ray and trail are flagged in both orientations
+    for name in ("cosmic_ray", "trail"):
+        t = tf(truth[name][:, :256])
+        bitv = 1 << K[name]
+        assert ((m1[t] & bitv) > 0).mean() >= 0.5, name

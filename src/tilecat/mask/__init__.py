@@ -4,8 +4,11 @@ A compact U-Net (:mod:`.net`) predicts the seven ``tilecat.bits.DEFECT_CLASSES``
 pixel from one band at a time (:mod:`.prepare` builds its input); tiled inference
 stitches exactly (:mod:`.infer`); rule bits (:mod:`.rules`) keep what the upstream
 pipeline flagged; :mod:`.priors` corrects probabilities to a survey's defect rates;
-:mod:`.train` trains it on the simulator's defect patches. Heavy imports (torch) are
-lazy: ``run_mask`` with ``mask.model: null`` never imports torch.
+:mod:`.run` is the ``tilecat mask`` stage. Training: :mod:`.train` on the simulator's
+defect patches (:mod:`.data`), with coadd-like augmentation (:mod:`.augment`), ROC
+thresholds and metrics (:mod:`.metrics`); :mod:`.model` loads the shipped model
+``tilecat/data/models/masker``. Heavy imports (torch) are lazy: ``run_mask`` with
+``mask.model: null`` never imports torch.
 """
 
 from __future__ import annotations
