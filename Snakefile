@@ -20,6 +20,7 @@ include: "rules/aggregate.smk"
 include: "rules/report.smk"
 include: "rules/batch.smk"
 include: "rules/release.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -11,7 +11,7 @@ generated with ``tilecat simulate-stamps --kind galaxy --heldout`` when missing)
   light, as a catalog would without a model), all against the intrinsic truth r50, on
   the same S/N > 20 galaxies; fraction of truths within the CNN's 1-sigma error.
 
-    python benchmarks/morphology.py [--heldout data/stamps/galaxy-heldout.zarr] [-n 2000]
+    python benchmarks/morphology.py [--heldout STORE] [--sim-config config/stamps/morphology.yaml]
 
 The last line is a JSON object with top_level_accuracy_snr20, spin_accuracy,
 r50_median_rel_err_snr20, r50_median_rel_err_sep, r50_median_rel_err_statmorph,
@@ -39,13 +39,15 @@ from tilecat.morphology.tree import QUESTIONS
 from tilecat.structure.train import to_columns
 
 
-def _ensure(path: Path, n: int, seed: int) -> None:
+def _ensure(path: Path, n: int, seed: int, sim_config: str | None) -> None:
     if path.exists():
         return
     print(f"generating held-out stamps: {path} ({n} objects)")
-    subprocess.run([sys.executable, "-m", "tilecat.cli", "simulate-stamps", "--kind", "galaxy",
-                    "--heldout", "-n", str(n), "--seed", str(seed), "--out", str(path)],
-                   check=True)
+    cmd = [sys.executable, "-m", "tilecat.cli", "simulate-stamps", "--kind", "galaxy",
+           "--heldout", "-n", str(n), "--seed", str(seed), "--out", str(path)]
+    if sim_config:
+        cmd += ["--config", sim_config]
+    subprocess.run(cmd, check=True)
 
 
 def sep_r50(stamps: np.ndarray, r_index: int, pixscale: float) -> np.ndarray:
@@ -100,16 +102,20 @@ def statmorph_r50(stamps: np.ndarray, r_index: int, pixscale: float) -> np.ndarr
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--heldout", default="data/stamps/galaxy-heldout.zarr")
-    p.add_argument("-n", type=int, default=2000, help="objects to generate if missing")
-    p.add_argument("--seed", type=int, default=1001)
+    p.add_argument("--heldout", default="benchmarks/.cache/morphology-heldout-s9101.zarr",
+                   help="held-out stamp set (generated when missing)")
+    p.add_argument("--sim-config", default="config/stamps/morphology.yaml",
+                   help="simulation settings of the held-out set (the morphology sample: "
+                        "Galaxy-Zoo-like r < 20, r50 > 1.2 arcsec; held-out PSF and depth)")
+    p.add_argument("-n", type=int, default=2048, help="objects to generate if missing")
+    p.add_argument("--seed", type=int, default=9101)
     p.add_argument("--statmorph", type=int, default=300, help="objects for statmorph (slow)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     path = Path(args.heldout)
-    _ensure(path, args.n, args.seed)
+    _ensure(path, args.n, args.seed, args.sim_config)
     data = load_stamps(path)
     snr = np.asarray(data.labels["snr"], float)
     cfg = {"survey": {"pixel_scale": data.pixel_scale}, "infer": {}}
@@ -121,7 +127,8 @@ def main() -> None:
     lh = head.load(cfg, torch.device("cpu"))
     head.check_input(lh, data.bands, data.stamps.shape[-1])
     t0 = time.perf_counter()
-    probs = predict(lh.module, data.stamps)
+    maux = (np.asarray(data.psf_fwhm, np.float32) if "psf_fwhm" in lh.inputs else None)
+    probs = predict(lh.module, data.stamps, aux=maux)
     print(f"morphology inference: {len(data) / (time.perf_counter() - t0):.0f} objects/s")
     targets = encode(data.labels)
     mm = morphology_metrics(probs, targets, snr)

@@ -260,3 +260,22 @@ def test_shipped_morphology_spin_swap_through_engine(tmp_path):
     assert np.array_equal(s[:4], z[4:]) and np.array_equal(z[:4], s[4:])
     assert np.array_equal(np.array(t["morph_t_featured_raw"])[:4],
                           np.array(t["morph_t_featured_raw"])[4:])
+
+
+def test_psf_input_network_is_spin_equivariant_and_uses_the_psf():
+    from tilecat.morphology.model import build
+
+    torch.manual_seed(2)
+    card = {"input": {"bands": ["g", "r"], "stamp_size": 32, "pixel_scale": 0.262},
+            "arch": {"psf_input": True}}
+    net = build(card).eval()
+    x = torch.randn(4, 2, 32, 32)
+    psf = torch.tensor([[1.0, 0.9]] * 4)
+    with torch.inference_mode():
+        p = net(x, psf).numpy()
+        pm = net(x.flip(-1), psf).numpy()
+        p2 = net(x, psf * 2).numpy()
+    np.testing.assert_allclose(pm[:, mirror_permutation()], p, atol=1e-6)
+    assert np.abs(p2 - p).max() > 1e-5  # the seeing enters the prediction
+    with pytest.raises(ValueError, match="PSF"):
+        net(x)

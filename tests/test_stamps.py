@@ -188,3 +188,38 @@ def test_workers_do_not_change_output(tmp_path, cfg):
     make_galaxy_stamps(cfg, one, 140, seed=9, size=32, workers=1)
     make_galaxy_stamps(cfg, two, 140, seed=9, size=32, workers=2)
     assert _files(one) == _files(two)
+
+
+def test_morphology_sample_selection_and_heldout_block(tmp_path):
+    """The Galaxy-Zoo-like sample config: bright, resolved centrals; its own held-out PSFs."""
+    root = Path(__file__).resolve().parents[1]
+    mcfg = load_sim_config(root / "config" / "stamps" / "morphology.yaml")
+    sel = mcfg["stamps"]
+    out = tmp_path / "m.zarr"
+    make_galaxy_stamps(mcfg, out, 28, seed=3, size=32)
+    ds = xr.open_zarr(out, consolidated=False)
+    kind = _s(ds["kind"].values)
+    gal = (kind != "artifact") & (kind != "star")
+    mag_r = ds["mag_r"].values
+    assert gal.sum() >= 20
+    assert (mag_r[gal] < sel["central_mag_limit"]).all()
+    star = kind == "star"
+    lo, hi = sel["star_mag_range"]
+    assert ((mag_r[star] >= lo - 1e-6) & (mag_r[star] <= hi + 1e-6)).all()
+    assert ds.attrs["recipe"]["selection"]["central_r50_min"] == sel["central_r50_min"]
+    # the measured r50 of the centrals is mostly above the selection's size
+    assert np.median(ds["r50"].values[gal]) > sel["central_r50_min"]
+    h = heldout_config(mcfg)["conditions"]
+    assert h["psf_beta"] == sel["heldout"]["psf_beta"]
+    assert h["psf_fwhm"]["r"] == sel["heldout"]["psf_fwhm"]["r"]
+    # the default demo settings are untouched by the stamps section
+    assert load_sim_config(None)["stamps"]["central_mag_limit"] is None
+
+
+def test_stamps_section_validation():
+    with pytest.raises(ConfigError, match="stamps.central_r50_min"):
+        load_sim_config(None, overrides={"stamps": {"central_r50_min": -1}})
+    with pytest.raises(ConfigError, match="stamps.heldout.seeing"):
+        load_sim_config(None, overrides={"stamps": {"heldout": {"seeing": [1, 2]}}})
+    with pytest.raises(ConfigError, match="stamps.heldout.psf_fwhm.r"):
+        load_sim_config(None, overrides={"stamps": {"heldout": {"psf_fwhm": {"r": [2, 1]}}}})

@@ -123,6 +123,15 @@ def _cmd_simulate_stamps(args: argparse.Namespace) -> None:
     simulate_stamps_main(args)
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train import run_training
+
+    out = args.out or str(Path("results") / "models" / args.model)
+    run_training(args.model, args.recipe, args.work, out, threads=args.threads,
+                 workers=args.workers, scale=args.scale)
+    print(out)
+
+
 def _cmd_rerun(args: argparse.Namespace) -> None:
     from .workflow import rerun_tile
 
@@ -296,6 +305,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out conditions (other PSF/depth ranges)")
     p.add_argument("--workers", type=int, default=1, help="processes")
     p.set_defaults(func=_cmd_simulate_stamps)
+
+    p = sub.add_parser("train", help="train a model as config/train.yaml says (simulates "
+                       "missing training sets)")
+    p.add_argument("model", metavar="MODEL",
+                   help="masker, morphology, structure, photoz or vae")
+    p.add_argument("--recipe", default="config/train.yaml",
+                   help="training recipe YAML (default: %(default)s)")
+    p.add_argument("--work", default="data/train",
+                   help="simulated sets and intermediate stages (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="model directory to write (default: results/models/MODEL; the "
+                        "shipped models are replaced only if this points at them)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; the shipped models used 1 (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="simulation processes")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="smoke run: shrink set sizes and epochs by this factor in (0, 1]; "
+                        "the card then says smoke_run (default: %(default)s)")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -36,7 +36,9 @@ class MorphologyHead(Head):
             import torch
 
             module = module.to(memory_format=torch.channels_last)
-        return LoadedHead(module=module, card=card, columns=COLUMNS)
+        psf = bool((card.get("arch") or {}).get("psf_input", False))
+        return LoadedHead(module=module, card=card, columns=COLUMNS,
+                          inputs=("psf_fwhm",) if psf else ())
 
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
         p = np.asarray(raw, dtype=np.float32)

@@ -49,28 +49,40 @@ class MorphologyNet(nn.Module):
     def __init__(self, n_band: int, arch: dict[str, Any] | None = None) -> None:
         super().__init__()
         a = {**DEFAULT_ARCH, **(arch or {})}
+        self.psf_input = bool(a.get("psf_input", False))
         self.trunk = Trunk(n_band, a["widths"], a["strides"], a["kernels"])
-        self.head = MLP(self.trunk.n_features, int(a["hidden"]), N_ANSWERS, float(a["dropout"]))
+        n_in = self.trunk.n_features + (n_band if self.psf_input else 0)
+        self.head = MLP(n_in, int(a["hidden"]), N_ANSWERS, float(a["dropout"]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
+    def forward(self, x: torch.Tensor, psf_pix: torch.Tensor | None = None) -> torch.Tensor:
+        """Stamps ``(N, n_band, S, S)`` (+ PSF FWHM per band in pixels ``(N, n_band)`` when
+        ``arch['psf_input']``: how much of what the image shows is seeing) -> logits."""
+        f = self.trunk(x)
+        if self.psf_input:
+            if psf_pix is None:
+                raise ValueError("this morphology network needs the PSF FWHM per band")
+            f = torch.cat([f, torch.log(psf_pix.to(f.dtype).clamp(min=0.1) / 4.0)], dim=1)
+        return self.head(f)
 
 
 class SpinSymmetric(nn.Module):
     """Mirror-symmetrised probabilities of a :class:`MorphologyNet` (inference)."""
 
-    def __init__(self, net: MorphologyNet) -> None:
+    def __init__(self, net: MorphologyNet, pixel_scale: float = 1.0) -> None:
         super().__init__()
         self.net = net
+        self.pixel_scale = float(pixel_scale)
         self.register_buffer("perm", torch.as_tensor(mirror_permutation()), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` -> ``(N, N_ANSWERS)`` symmetrised conditional probabilities."""
+    def forward(self, x: torch.Tensor, psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, C, H, W)`` (+ PSF FWHM per band in arcsec ``(N, C)`` for a network with
+        PSF input) -> ``(N, N_ANSWERS)`` symmetrised conditional probabilities."""
         n = x.shape[0]
         both = torch.cat([x, mirror(x)], dim=0)
         if both.device.type == "cpu":
             both = both.contiguous(memory_format=torch.channels_last)
-        p = softmax_per_question(self.net(both).float())
+        psf = None if psf_fwhm is None else torch.cat([psf_fwhm, psf_fwhm]) / self.pixel_scale
+        p = softmax_per_question(self.net(both, psf).float())
         return (p[:n] + p[n:][:, self.perm]) / 2
 
 
@@ -83,4 +95,5 @@ def build(card: dict[str, Any]) -> SpinSymmetric:
 
         raise ModelError("morphology card: its questions/answers differ from this "
                          "tilecat version's decision tree")
-    return SpinSymmetric(MorphologyNet(n_band, card.get("arch")))
+    return SpinSymmetric(MorphologyNet(n_band, card.get("arch")),
+                         float(card["input"].get("pixel_scale", 1.0)))

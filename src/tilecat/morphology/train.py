@@ -143,6 +143,10 @@ def train_morphology(
     tr, va = split(len(data), val_fraction, seed)
     log(f"training set {train}: {len(data)} stamps ({len(tr)} train, {len(va)} validation)")
     arch = {**DEFAULT_ARCH, **(arch or {})}
+    if arch.get("psf_input") and data.psf_fwhm is None:
+        from ..errors import InputError
+
+        raise InputError("-", str(train), "stamp set has no psf_fwhm(object, band)")
     torch.manual_seed(seed)
     net = MorphologyNet(len(data.bands), arch)
     init_training = None
@@ -156,18 +160,26 @@ def train_morphology(
         net = start.net
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                     degrade_prob=degrade_prob)
+    aux = None
+    if arch.get("psf_input"):
+        psf = np.asarray(data.psf_fwhm, np.float32)
+        aux = (psf[tr], psf[va])
     history = fit(net, data.stamps[tr], targets[tr], question_loss, swap_spin,
-                  (data.stamps[va], targets[va]), cfg, log)
-    model = SpinSymmetric(net).eval()
+                  (data.stamps[va], targets[va]), cfg, log, aux=aux,
+                  pixel_scale=data.pixel_scale)
+    model = SpinSymmetric(net, data.pixel_scale).eval()
 
     if heldout is not None:
         ev = load_stamps(heldout)
         ev_targets, ev_name = encode(ev.labels), "heldout"
         ev_stamps, ev_snr = ev.stamps, ev.labels.get("snr")
+        ev_psf = ev.psf_fwhm
     else:
         ev, ev_targets, ev_name = None, targets[va], "validation"
         ev_stamps, ev_snr = data.stamps[va], data.labels.get("snr", np.full(len(data), np.nan))[va]
-    probs = predict(model, ev_stamps)
+        ev_psf = None if data.psf_fwhm is None else data.psf_fwhm[va]
+    probs = predict(model, ev_stamps,
+                    aux=np.asarray(ev_psf, np.float32) if arch.get("psf_input") else None)
     metrics = morphology_metrics(probs, ev_targets,
                                  None if ev_snr is None else np.asarray(ev_snr, float))
     log(f"{ev_name}: top-level accuracy {metrics['top_level_accuracy']:.3f}, "
@@ -180,6 +192,7 @@ def train_morphology(
                         "(mirror-symmetrised test-time average, S<->Z swapped)",
         "arch": arch,
         "input": card_input(data),
+        "extra_inputs": ["psf_fwhm (arcsec, per band)"] if arch.get("psf_input") else [],
         "questions": [[q.name, list(q.answers)] for q in QUESTIONS],
         "outputs": "softmax per question; columns morph_<question>_<answer>_raw",
         "priors_train": priors(targets[tr]),

@@ -101,10 +101,18 @@ DEFAULTS: dict[str, Any] = {
         "max_star_stamp": 512,
     },
     "defects": {},  # passed to simulate.defects.DefectRates.from_dict
+    "stamps": {  # training stamps only (tilecat simulate-stamps); tiles ignore it
+        "central_mag_limit": None,  # r-band limit of the central galaxy (None: mag_limit)
+        "central_r50_min": None,  # arcsec: smallest central galaxy (bulge/disk flux-weighted)
+        "star_mag_range": None,  # r-band range of central stars (None: stars.mag_range)
+        # held-out conditions: None = the default shift (worse seeing, shallower), or a
+        # mapping with any of psf_fwhm / depth (per band ranges) and psf_beta (range)
+        "heldout": None,
+    },
 }
 
 _BAND_MAPS = {("conditions", k) for k in ("psf_fwhm", "depth", "sky_brightness", "saturation")}
-_FREE_MAPS = {("defects",), ("population", "morphology")}
+_FREE_MAPS = {("defects",), ("population", "morphology"), ("stamps", "heldout")}
 
 
 def _merge(base: Any, over: Any, path: tuple[str, ...]) -> Any:
@@ -266,6 +274,7 @@ def validate_sim_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("simulation config: key 'conditions.nodata_strip_prob' must be in [0, 1]")
     for k in ("folding_threshold", "maxk_threshold", "max_stamp", "max_star_stamp"):
         _positive(cfg, f"render.{k}")
+    _validate_stamps(cfg)
     if not isinstance(cfg["defects"], dict):
         raise ConfigError("simulation config: key 'defects' must be a mapping")
     try:
@@ -278,6 +287,44 @@ def validate_sim_config(cfg: dict[str, Any]) -> dict[str, Any]:
         except ConfigError as exc:
             raise ConfigError(f"simulation config: key 'defects': {exc}") from exc
     return cfg
+
+
+def _validate_stamps(cfg: dict[str, Any]) -> None:
+    """Check the ``stamps`` section (training-stamp selection and held-out conditions)."""
+    st = cfg["stamps"]
+    lim = st["central_mag_limit"]
+    if lim is not None and (not isinstance(lim, (int, float)) or isinstance(lim, bool)
+                            or not cfg["population"]["mag_bright"] < lim):
+        raise ConfigError("simulation config: key 'stamps.central_mag_limit' must be null or "
+                          f"a magnitude fainter than population.mag_bright, got {lim!r}")
+    r50 = st["central_r50_min"]
+    if r50 is not None and (not isinstance(r50, (int, float)) or isinstance(r50, bool)
+                            or r50 < 0):
+        raise ConfigError("simulation config: key 'stamps.central_r50_min' must be null or a "
+                          f"non-negative size in arcsec, got {r50!r}")
+    if st["star_mag_range"] is not None:
+        _range(cfg, "stamps.star_mag_range", lo_min=None)
+    held = st["heldout"]
+    if held is None:
+        return
+    if not isinstance(held, dict):
+        raise ConfigError("simulation config: key 'stamps.heldout' must be null or a mapping")
+    for key, val in held.items():
+        if key == "psf_beta":
+            _range(cfg, "stamps.heldout.psf_beta", lo_min=1.1, strict=False)
+        elif key in ("psf_fwhm", "depth"):
+            if not isinstance(val, dict):
+                raise ConfigError(f"simulation config: key 'stamps.heldout.{key}' must map "
+                                  "bands to ranges")
+            for b in val:
+                if b not in LSST_BANDS:
+                    raise ConfigError(f"simulation config: key 'stamps.heldout.{key}.{b}': "
+                                      f"unknown band; known: {list(LSST_BANDS)}")
+                _range(cfg, f"stamps.heldout.{key}.{b}",
+                       lo_min=0.0 if key == "psf_fwhm" else None)
+        else:
+            raise ConfigError(f"simulation config: unknown key 'stamps.heldout.{key}' "
+                              "(known: depth, psf_beta, psf_fwhm)")
 
 
 def load_sim_config(

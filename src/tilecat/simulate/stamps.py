@@ -60,6 +60,7 @@ GROUP = 16
 #: Stamps per work unit (a unit's output depends only on (seed, unit index)).
 CHUNK = 128
 _ARTIFACT_STAR_FRACTION = 0.6
+_SELECTION = ("central_mag_limit", "central_r50_min", "star_mag_range")
 _EXCLUDE_ARCSEC = 1.5  # neighbours keep at least this far (and 1 r50) from the centre
 
 
@@ -83,13 +84,24 @@ def stamp_config(cfg: dict[str, Any], heldout: bool = False) -> dict[str, Any]:
 
 
 def heldout_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Conditions outside the training ranges: worse seeing and shallower depth.
+    """Held-out observing conditions.
 
-    For every band, PSF FWHM range ``[lo, hi]`` -> ``[hi, hi + (hi - lo) + 0.1]`` and
-    depth range ``[lo, hi]`` -> ``[lo - (hi - lo) - 0.3, lo]``.
+    If the settings give ``stamps.heldout`` (any of ``psf_fwhm`` and ``depth`` per band,
+    ``psf_beta``), those ranges replace the training ones. Otherwise conditions move
+    outside the training ranges: for every band, PSF FWHM range ``[lo, hi]`` ->
+    ``[hi, hi + (hi - lo) + 0.1]`` and depth range ``[lo, hi]`` ->
+    ``[lo - (hi - lo) - 0.3, lo]``.
     """
     c = copy.deepcopy(cfg)
     cond = c["conditions"]
+    held = (c.get("stamps") or {}).get("heldout")
+    if held:
+        for key in ("psf_fwhm", "depth"):
+            for b, rng in (held.get(key) or {}).items():
+                cond[key][b] = [float(v) for v in rng]
+        if "psf_beta" in held:
+            cond["psf_beta"] = [float(v) for v in held["psf_beta"]]
+        return c
     for b in c["survey"]["bands"]:
         lo, hi = cond["psf_fwhm"][b]
         cond["psf_fwhm"][b] = [float(hi), float(hi + (hi - lo) + 0.1)]
@@ -140,13 +152,17 @@ def _quantise(spec: Any) -> None:
 class _Pool:
     """Galaxy specs drawn in batches, handed out by kind (keeps draw order deterministic)."""
 
-    def __init__(self, cfg: dict[str, Any], rng: np.random.Generator, batch: int = 64):
+    def __init__(self, cfg: dict[str, Any], rng: np.random.Generator, batch: int = 64,
+                 r50_min: float | None = None):
         self.cfg, self.rng, self.batch = cfg, rng, batch
+        self.r50_min = r50_min
         self.queues: dict[str, list] = {k: [] for k in KINDS}
         self.any: list = []
 
     def _fill(self) -> None:
         for s in draw_galaxies(self.batch, self.rng, self.cfg):
+            if self.r50_min is not None and _r50_proxy(s) < self.r50_min:
+                continue
             self.queues[s.kind].append(s)
             self.any.append(s)
 
@@ -164,42 +180,19 @@ class _Pool:
         raise ConfigError(f"stamp simulation: the population never yields kind {kind!r}")
 
 
+def _r50_proxy(spec: Any) -> float:
+    """Flux-weighted mean of bulge and disk half-light radii (arcsec): a cheap size for
+    selecting central galaxies before rendering (the truth r50 is measured later)."""
+    bt = float(spec.bulge_to_total)
+    return bt * float(spec.r50_bulge) + (1.0 - bt) * float(spec.r50_disk)
+
+
 def _r50_n(model: Any, ref: str) -> tuple[float, float]:
-    """Intrinsic half-light radius (arcsec) and effective Sérsic index in band ``ref``.
+    """Intrinsic half-light radius (arcsec) and effective Sérsic index in band ``ref``
+    (:func:`tilecat.simulate.galaxies.measure_structure`, the tiles' truth definition)."""
+    from .galaxies import measure_structure
 
-    Same definitions as :func:`tilecat.simulate.galaxies.measure_structure` (radius of the
-    circle about the nominal centre holding half the flux; n from the concentration
-    r90/r50 of a circular Sérsic profile, the model's index for ellipticals), measured on
-    an unconvolved 128 x 128 image rendered from the profile's Fourier transform with
-    pixels of ``size_hint / 6`` (bounded cost, no huge FFT for cuspy profiles).
-    """
-    from .galaxies import _concentration_table
-
-    ib = LSST_BANDS.index(ref)
-    total = model.flux(ref)
-    if total <= 0:
-        return math.nan, math.nan
-    scale = max(model.size_hint(), 0.02) / 6.0
-    g = _structure_grid(scale)
-    parts = [(obj, f[ib]) for obj, f in model.parts if f[ib] > 0]
-    kp = np.stack([g.kimage(obj) for obj, _ in parts])
-    img = g.to_images(kp, np.array([[f] for _, f in parts]), None)[0]
-    r = g.radius_pixels().ravel() * scale
-    order = np.argsort(r, kind="stable")
-    cum = np.cumsum(img.ravel()[order].astype(np.float64)) / total
-    rs = r[order]
-    r50 = float(np.interp(0.5, cum, rs))
-    if model.spec.kind == "elliptical":
-        return r50, float(model.spec.n_bulge)
-    if cum[-1] < 0.9:
-        return r50, math.nan
-    r90 = float(np.interp(0.9, cum, rs))
-    n_grid, c_grid = _concentration_table()
-    return r50, float(np.interp(r90 / r50, c_grid, n_grid))
-
-
-def _structure_grid(scale: float) -> KGrid:
-    return KGrid(128, scale)
+    return measure_structure(model, ref)
 
 
 def _artifact_layer(rng: np.random.Generator, size: int, sigma: float, jx: float,
@@ -275,13 +268,21 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
     ss = np.random.SeedSequence([seed, unit])
     r_pop, r_nb, r_cond, r_pos, r_noise, r_art = (np.random.default_rng(s) for s in ss.spawn(6))
     gsp = _gsparams(cfg)
-    pool = _Pool(cfg, r_pop)
+    sel = cfg.get("stamps") or {}
+    central = copy.deepcopy(cfg)
+    if sel.get("central_mag_limit") is not None:
+        central["population"]["mag_limit"] = float(sel["central_mag_limit"])
+    r50_min = sel.get("central_r50_min")
+    pool = _Pool(central, r_pop, r50_min=None if r50_min is None else float(r50_min))
     natural = copy.deepcopy(cfg)
     natural["population"]["morphology"] = dict(DEFAULTS["population"]["morphology"])
     natural["population"]["count_slope"] = DEFAULTS["population"]["count_slope"]
     nb_pool = _Pool(natural, r_nb)
     star_cfg = copy.deepcopy(cfg)
     star_cfg["stars"]["bright_per_tile"] = 0.0
+    central_star_cfg = copy.deepcopy(star_cfg)
+    if sel.get("star_mag_range") is not None:
+        central_star_cfg["stars"]["mag_range"] = [float(v) for v in sel["star_mag_range"]]
     grids = {2 * size: KGrid(2 * size, scale)}
     m = len(classes)
     stamps = np.empty((m, nb, size, size), np.float32)
@@ -306,9 +307,9 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
         star_flux = None
         if cls == "artifact":
             if r_art.random() < _ARTIFACT_STAR_FRACTION:
-                st = draw_stars(1.0, r_art, star_cfg)
+                st = draw_stars(1.0, r_art, central_star_cfg)
                 while not st:
-                    st = draw_stars(1.0, r_art, star_cfg)
+                    st = draw_stars(1.0, r_art, central_star_cfg)
                 star_flux = st[0].flux
         else:
             spec = pool.take(cls)
@@ -627,6 +628,12 @@ def make_galaxy_stamps(cfg: dict[str, Any], out: str | Path, n: int, seed: int,
             "psf_fwhm_ranges": {b: cond["psf_fwhm"][b] for b in bands},
             "depth_ranges": {b: cond["depth"][b] for b in bands},
             "unit": CHUNK,
+            **({"selection": {k: scfg["stamps"][k]
+                              for k in _SELECTION}}
+               if any(scfg.get("stamps", {}).get(k) is not None for k in _SELECTION)
+               else {}),
+            **({"psf_beta_range": cond["psf_beta"]} if heldout and scfg.get(
+                "stamps", {}).get("heldout") else {}),
         },
     }
     chunks = {"stamps": (64, len(bands), size, size)}
