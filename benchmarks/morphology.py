@@ -1,11 +1,14 @@
 """Held-out figures of the shipped morphology and structure models, against peers.
 
-On a held-out galaxy stamp set (other seed, PSF and depth ranges than training;
-generated with ``tilecat simulate-stamps --kind galaxy --heldout`` when missing):
+On a held-out galaxy stamp set of the morphology sample (config/stamps/morphology.yaml:
+Galaxy-Zoo-like centrals, r < 20 and r50 > 1.2"; other seed, PSF family and depth
+than training; generated with ``tilecat simulate-stamps --kind galaxy --heldout`` when
+missing):
 
 * morphology: accuracy per question and per r-band S/N bin, confusion matrices,
   top-level (smooth/featured/artifact) accuracy at S/N > 20, spin (S/Z) accuracy for
-  face-on spirals with arms;
+  spirals with visible arms (S/N > 20 and true r50 >= 1.5 PSF FWHM:
+  ``spin_accuracy``) and for all spirals (``spin_accuracy_all_spirals``);
 * structure: r50 median relative error of the CNN (PSF-corrected) vs SExtractor-style
   ``sep.flux_radius`` and statmorph's ``r50`` (both measure the observed, PSF-convolved
   light, as a catalog would without a model), all against the intrinsic truth r50, on
@@ -34,7 +37,8 @@ from tilecat.infer.registry import get_head
 from tilecat.morphology.dataset import load_stamps
 from tilecat.morphology.fit import predict
 from tilecat.morphology.labels import encode
-from tilecat.morphology.metrics import morphology_metrics, structure_metrics
+from tilecat.morphology.metrics import (ARMS_RESOLVED_R50_PER_FWHM, arms_resolved,
+                                       morphology_metrics, structure_metrics)
 from tilecat.morphology.tree import QUESTIONS
 from tilecat.structure.train import to_columns
 
@@ -111,6 +115,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=9101)
     p.add_argument("--statmorph", type=int, default=300, help="objects for statmorph (slow)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--morphology-dir", default=None, help="model directory (default: shipped)")
+    p.add_argument("--structure-dir", default=None, help="model directory (default: shipped)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,7 +124,9 @@ def main() -> None:
     _ensure(path, args.n, args.seed, args.sim_config)
     data = load_stamps(path)
     snr = np.asarray(data.labels["snr"], float)
-    cfg = {"survey": {"pixel_scale": data.pixel_scale}, "infer": {}}
+    dirs = {k: v for k, v in (("morphology", args.morphology_dir),
+                              ("structure", args.structure_dir)) if v}
+    cfg = {"survey": {"pixel_scale": data.pixel_scale}, "infer": {"model_dirs": dirs}}
     print(f"held-out set {path}: {len(data)} objects, bands {data.bands}, "
           f"{data.pixel_scale} arcsec/px, seed {data.attrs.get('seed')}")
 
@@ -131,7 +139,9 @@ def main() -> None:
     probs = predict(lh.module, data.stamps, aux=maux)
     print(f"morphology inference: {len(data) / (time.perf_counter() - t0):.0f} objects/s")
     targets = encode(data.labels)
-    mm = morphology_metrics(probs, targets, snr)
+    iref = data.bands.index("r") if "r" in data.bands else len(data.bands) // 2
+    resolved = arms_resolved(data.labels["r50"], np.asarray(data.psf_fwhm)[:, iref])
+    mm = morphology_metrics(probs, targets, snr, resolved=resolved)
     print("\nmorphology accuracy per question (where it applies) and per r-band S/N bin:")
     bins = list(next(iter(mm["accuracy_by_snr"].values())).keys())
     print(f"{'question':12s} {'n':>6s} {'all':>6s} " + " ".join(f"{b:>8s}" for b in bins))
@@ -141,6 +151,9 @@ def main() -> None:
                        for v in mm["accuracy_by_snr"][q.name].values())
         print(f"{q.name:12s} {mm['n'][q.name]:6d} "
               f"{acc if acc is not None else float('nan'):6.3f} {row}")
+    print(f"spin accuracy: spirals with visible arms (S/N > 20, r50 >= "
+          f"{ARMS_RESOLVED_R50_PER_FWHM} PSF FWHM; n = {mm.get('n_spin_visible')}) "
+          f"{mm['spin_accuracy']:.3f}; all spirals {mm['spin_accuracy_all']:.3f}")
     print("\nconfusion matrices (rows true, columns predicted):")
     for q in QUESTIONS:
         print(f"  {q.name} {list(q.answers)}: {mm['confusion'][q.name]}")
@@ -189,6 +202,9 @@ def main() -> None:
         "top_level_accuracy": round(mm["top_level_accuracy"], 4),
         "top_level_accuracy_snr20": round(mm["top_level_accuracy_snr20"], 4),
         "spin_accuracy": None if mm["spin_accuracy"] is None else round(mm["spin_accuracy"], 4),
+        "spin_accuracy_all_spirals": None if mm["spin_accuracy_all"] is None
+        else round(mm["spin_accuracy_all"], 4),
+        "n_spin_visible": mm.get("n_spin_visible"),
         "spin_accuracy_snr20": None if mm["spin_accuracy_snr20"] is None
         else round(mm["spin_accuracy_snr20"], 4),
         "question_accuracy": {k: None if v is None else round(v, 4)

@@ -279,3 +279,21 @@ def test_psf_input_network_is_spin_equivariant_and_uses_the_psf():
     assert np.abs(p2 - p).max() > 1e-5  # the seeing enters the prediction
     with pytest.raises(ValueError, match="PSF"):
         net(x)
+
+
+def test_spin_accuracy_on_visible_arms_only():
+    from tilecat.morphology.metrics import arms_resolved, morphology_metrics
+
+    resolved = arms_resolved(np.array([3.0, 3.0, 0.5, 0.5, np.nan]),
+                             np.array([1.0, 1.0, 1.0, 1.0, 1.0]))
+    assert resolved.tolist() == [True, True, False, False, False]
+    j = [q.name for q in QUESTIONS].index("spin")
+    targets = np.full((5, len(QUESTIONS)), IGNORE)
+    targets[:4, j] = [0, 1, 0, 1]  # S, Z, S, Z
+    probs = np.full((5, N_ANSWERS), 0.5)
+    s = answer_slices()["spin"]
+    probs[:, s.start] = [0.9, 0.1, 0.1, 0.9, 0.5]  # right, right, wrong, wrong
+    probs[:, s.start + 1] = 1 - probs[:, s.start]
+    m = morphology_metrics(probs, targets, snr=np.full(5, 50.0), resolved=resolved)
+    assert m["spin_accuracy"] == 1.0 and m["n_spin_visible"] == 2
+    assert m["spin_accuracy_all"] == 0.5

@@ -10,7 +10,7 @@ import numpy as np
 from .labels import IGNORE
 from .tree import QUESTIONS, answer_slices
 
-__all__ = ["SNR_BINS", "morphology_metrics", "structure_metrics", "confusion"]
+__all__ = ["arms_resolved", "ARMS_RESOLVED_R50_PER_FWHM", "SNR_BINS", "morphology_metrics", "structure_metrics", "confusion"]
 
 #: r-band S/N bin edges for per-bin figures
 SNR_BINS: tuple[float, ...] = (0.0, 10.0, 20.0, 50.0, 100.0, np.inf)
@@ -27,9 +27,35 @@ def _bin_label(lo: float, hi: float) -> str:
     return f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">{lo:g}"
 
 
+#: arms count as visible when the disk's r50 is at least this many PSF FWHMs
+ARMS_RESOLVED_R50_PER_FWHM = 1.5
+
+
+def arms_resolved(r50: np.ndarray, psf_fwhm: np.ndarray,
+                  factor: float = ARMS_RESOLVED_R50_PER_FWHM) -> np.ndarray:
+    """Which galaxies are resolved well enough for their arms to be visible.
+
+    Parameters
+    ----------
+    r50 : ndarray, shape (N,)
+        True intrinsic half-light radius [arcsec].
+    psf_fwhm : ndarray, shape (N,)
+        PSF FWHM in the reference band [arcsec].
+    factor : float
+        Required r50 / FWHM (1.5: the arms, at 1-3 r50, span several seeing discs).
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+    """
+    r50 = np.asarray(r50, float)
+    return np.isfinite(r50) & (r50 >= factor * np.asarray(psf_fwhm, float))
+
+
 def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
                        snr: np.ndarray | None = None,
-                       snr_bins: Sequence[float] = SNR_BINS) -> dict[str, Any]:
+                       snr_bins: Sequence[float] = SNR_BINS,
+                       resolved: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy per question (where it applies), per S/N bin, and confusion matrices.
 
     Parameters
@@ -40,6 +66,9 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
         From :func:`tilecat.morphology.labels.encode` (-1 = not applicable).
     snr : ndarray, shape (N,), optional
         r-band S/N of each object.
+    resolved : ndarray of bool, shape (N,), optional
+        :func:`arms_resolved`: spin accuracy is then reported for spirals with
+        visible arms (``spin_accuracy``) and for all spirals (``spin_accuracy_all``).
 
     Returns
     -------
@@ -47,7 +76,8 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
         ``accuracy`` {question: acc}, ``n`` {question: count}, ``confusion``
         {question: matrix}, ``accuracy_by_snr`` {question: {bin: acc}},
         ``top_level_accuracy``, ``top_level_accuracy_snr20`` (S/N > 20),
-        ``spin_accuracy`` (face-on spirals with arms), ``spin_accuracy_snr20``.
+        ``spin_accuracy`` (spirals with visible arms when ``resolved`` is given, else all
+        spirals), ``spin_accuracy_all``, ``spin_accuracy_snr20``, ``n_spin_visible``.
     """
     out: dict[str, Any] = {"accuracy": {}, "n": {}, "confusion": {}, "accuracy_by_snr": {}}
     sl = answer_slices()
@@ -68,10 +98,20 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
             out.setdefault("accuracy_snr20", {})[q.name] = (
                 float((pred[hi_snr] == t[hi_snr]).mean()) if hi_snr.any() else None)
     out["top_level_accuracy"] = out["accuracy"]["t"]
+    out["spin_accuracy_all"] = out["accuracy"]["spin"]
     out["spin_accuracy"] = out["accuracy"]["spin"]
     if snr is not None:
         out["top_level_accuracy_snr20"] = out["accuracy_snr20"]["t"]
         out["spin_accuracy_snr20"] = out["accuracy_snr20"]["spin"]
+    if resolved is not None:
+        j = [q.name for q in QUESTIONS].index("spin")
+        t = targets[:, j]
+        m = (t != IGNORE) & np.asarray(resolved, bool)
+        if snr is not None:
+            m &= snr > 20
+        pred = probs[:, sl["spin"]].argmax(1)
+        out["n_spin_visible"] = int(m.sum())
+        out["spin_accuracy"] = float((pred[m] == t[m]).mean()) if m.any() else None
     return out
 
 

@@ -132,7 +132,7 @@ def train_morphology(
     from .dataset import load_stamp_sets, load_stamps
     from .fit import FitConfig, fit, predict
     from .labels import encode, priors
-    from .metrics import morphology_metrics
+    from .metrics import arms_resolved, morphology_metrics
     from .model import MorphologyNet, SpinSymmetric
     from .net import DEFAULT_ARCH
     from .tree import QUESTIONS
@@ -180,8 +180,15 @@ def train_morphology(
         ev_psf = None if data.psf_fwhm is None else data.psf_fwhm[va]
     probs = predict(model, ev_stamps,
                     aux=np.asarray(ev_psf, np.float32) if arch.get("psf_input") else None)
+    ev_r50 = (ev.labels if ev is not None else {k: np.asarray(v)[va] for k, v in
+                                                 data.labels.items()}).get("r50")
+    resolved = None
+    if ev_r50 is not None and ev_psf is not None:
+        iref = data.bands.index("r") if "r" in data.bands else len(data.bands) // 2
+        resolved = arms_resolved(ev_r50, np.asarray(ev_psf)[:, iref])
     metrics = morphology_metrics(probs, ev_targets,
-                                 None if ev_snr is None else np.asarray(ev_snr, float))
+                                 None if ev_snr is None else np.asarray(ev_snr, float),
+                                 resolved=resolved)
     log(f"{ev_name}: top-level accuracy {metrics['top_level_accuracy']:.3f}, "
         f"spin accuracy {metrics['spin_accuracy']}")
     card = {
