@@ -182,13 +182,15 @@ def _from_stamps(card: Mapping[str, Any], model_dir: Path, path: Path, limit: in
 
         ps = load_photoz_set(path, limit)
         stamps, extras, labels = ps.stamps, {"sigma": ps.sigma}, {"z_true": ps.z}
+        if ps.psf_fwhm is not None:  # models with the PSF input (arch use_psf)
+            extras["psf_fwhm"] = ps.psf_fwhm
         attrs = ps.attrs
     else:
         from ..morphology.dataset import load_stamps
 
         ss = load_stamps(path, limit)
         stamps, labels, attrs = ss.stamps, ss.labels, ss.attrs
-        extras = {}
+        extras = {} if ss.psf_fwhm is None else {"psf_fwhm": ss.psf_fwhm}
     log(f"running {card.get('name')} over {len(stamps)} labelled stamps of {path}")
     cols = run_head(model_dir, stamps, extras, batch_size)
     out = Labelled(probs=_group_probs(groups, cols, str(path)),
