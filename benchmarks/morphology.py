@@ -40,7 +40,6 @@ from tilecat.morphology.labels import encode
 from tilecat.morphology.metrics import (ARMS_RESOLVED_R50_PER_FWHM, arms_resolved,
                                        morphology_metrics, structure_metrics)
 from tilecat.morphology.tree import QUESTIONS
-from tilecat.structure.train import to_columns
 
 
 def _ensure(path: Path, n: int, seed: int, sim_config: str | None) -> None:
@@ -164,7 +163,8 @@ def main() -> None:
     gal = np.flatnonzero((np.asarray(data.labels["t_class"]) != "artifact")
                          & (np.asarray(data.labels["r50"], float) > 0))
     aux = (np.asarray(data.psf_fwhm, np.float32)[gal] if "psf_fwhm" in lhs.inputs else None)
-    pred = to_columns(predict(lhs.module, data.stamps[gal], aux=aux), data.pixel_scale)
+    raw_s = predict(lhs.module, data.stamps[gal], aux=aux)
+    pred = {k.removeprefix("struct_"): v for k, v in head_s.postprocess(raw_s, lhs).items()}
     truth = {k: np.asarray(data.labels[k], float)[gal] for k in ("r50", "sersic_n", "e1", "e2")}
     sm = structure_metrics(pred, truth, snr[gal])
     hi = snr[gal] > 20
@@ -177,7 +177,8 @@ def main() -> None:
     print(f"\nstructure on {len(gal)} galaxies ({int(hi.sum())} with S/N > 20):")
     print(f"  CNN r50 median |rel err|: all {sm['r50_median_rel_err']:.3f}, "
           f"S/N>20 {sm['r50_median_rel_err_snr20']:.3f}; within 1 sigma "
-          f"{sm['r50_within_1sigma']:.3f} (0.683 if calibrated)")
+          f"{sm['r50_within_1sigma']:.3f} (0.683 if calibrated; card sigma scale "
+          f"{(lhs.card.get('uncertainty_calibration') or {}).get('sigma_scale')})")
     print(f"  sep flux_radius r50 median |rel err| (S/N>20, {int(ok.sum())} measured): "
           f"{rel_sep:.3f} (CNN on the same objects {rel_cnn_same:.3f})")
     rel_sm = None

@@ -251,7 +251,9 @@ def test_shipped_morphology_spin_swap_through_engine(tmp_path):
            "results": str(tmp_path), "infer": {"models": ["morphology"], "batch_size": 3,
                                               "device": "cpu"}}
     ds = xr.Dataset({"stamp": (("object", "band", "y", "x"), both),
-                     "object_id": (("object",), np.arange(1, 9, dtype=np.int64))},
+                     "object_id": (("object",), np.arange(1, 9, dtype=np.int64)),
+                     # the seeing of each object (arcsec), for models with PSF input
+                     "psf_fwhm": (("object", "band"), np.full((8, 4), 1.2, np.float32))},
                     coords={"band": np.array(["g", "r", "i", "z"], dtype=object)})
     ds.to_zarr(tile_paths(cfg, "t0")["cutouts"], zarr_format=3, consolidated=False)
     run_infer(cfg, "t0")

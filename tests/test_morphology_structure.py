@@ -110,3 +110,28 @@ def test_shipped_model_measures_exponential_disk():
         assert err < 0.5 * r50
         assert float(np.median(np.abs(cols["e1"]))) < 0.1  # round
         assert float(np.median(np.abs(cols["e2"]))) < 0.1
+
+
+def test_structure_sigma_scale_fit_and_head_applies_it():
+    from tilecat.infer.heads import LoadedHead
+    from tilecat.structure.calibrate import fit_sigma_scale
+    from tilecat.structure.head import COLUMNS, HEAD
+
+    rng = np.random.default_rng(0)
+    n = 20000
+    mu = np.zeros((n, 4))
+    sigma = np.full((n, 4), 0.1)
+    truth = rng.normal(0, [0.2, 0.1, 0.05, 0.1], size=(n, 4))  # true errors 2x, 1x, 0.5x, 1x
+    truth[:10, 3] = np.nan
+    scale = fit_sigma_scale(mu, sigma, truth)
+    np.testing.assert_allclose(scale, [2.0, 1.0, 0.5, 1.0], rtol=0.03)
+    within = np.mean(np.abs(truth[:, 0] - mu[:, 0]) < scale[0] * sigma[:, 0])
+    assert abs(within - 0.683) < 0.01
+    raw = np.concatenate([np.log(np.full((3, 1), 4.0)), np.zeros((3, 3)),
+                          np.full((3, 4), 0.1)], axis=1)
+    lh = LoadedHead(module=None, card={}, columns=COLUMNS,  # type: ignore[arg-type]
+                    extra={"pixel_scale": 0.25, "sigma_scale": np.array(scale)})
+    cols = HEAD.postprocess(raw, lh)
+    np.testing.assert_allclose(cols["struct_r50"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(cols["struct_r50_err"], 1.0 * 0.1 * scale[0], rtol=1e-5)
+    np.testing.assert_allclose(cols["struct_e1_err"], 0.1 * scale[2], rtol=1e-5)

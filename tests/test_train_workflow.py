@@ -147,14 +147,14 @@ def test_train_morphology_smoke(tmp_path, monkeypatch):
     assert card["training_workflow"]["stages"] == ["init", "final"]
     assert card["training"]["init_from"]["epochs"] == 1  # fine-tuned from the init stage
     assert (work / "scale-0.01" / "stages" / "morphology-init" / "weights.safetensors").is_file()
-    assert card["training"]["data"]["n_objects"] == 12 * 21
+    assert card["training"]["data"]["n_objects"] == 12 * 16  # ceil(1024 * 0.01) -> min 16
     assert not list(tmp_path.glob(".morph.*"))  # no temporary directory left behind
 
     _, card2 = load_model(out, build)
     assert card2["sha256"] == card["sha256"]
     head = get_head("morphology")
     lh = head.load({"infer": {"model_dirs": {"morphology": str(out)}}}, torch.device("cpu"))
-    held = load_stamps(work / "scale-0.01" / "galaxy-heldout.zarr")
+    held = load_stamps(work / "scale-0.01" / "morph-heldout.zarr")
     extra = [torch.from_numpy(np.asarray(held.psf_fwhm[:8], np.float32))
              for k in lh.inputs if k == "psf_fwhm"]
     assert len(extra) == len(lh.inputs)

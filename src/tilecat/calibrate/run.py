@@ -77,6 +77,13 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
 
     src = model_dir(model)
     card = load_card(src)
+    if card.get("name") == "structure":  # regression: calibrate the uncertainties
+        from ..structure.calibrate import calibrate_structure
+
+        card = dict(card)
+        card["uncertainty_calibration"] = calibrate_structure(
+            card, src, data, limit=limit, batch_size=batch_size, log=log)
+        return _write(card, src, out, log)
     labelled = load_labelled(card, src, data, limit=limit, batch_size=batch_size, log=log)
     section = fit_card_calibration(card, labelled.probs, targets=labelled.targets,
                                    z_true=labelled.z_true, method=method,
@@ -91,6 +98,12 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
                 f"{a['pit_ks']:.4f}, CRPS {b['crps']:.4f} -> {a['crps']:.4f}")
     card = dict(card)
     card["calibration"] = section
+    return _write(card, src, out, log)
+
+
+def _write(card: dict[str, Any], src: Path, out: str | Path | None,
+           log: Callable[[str], None]) -> dict[str, Any]:
+    """Write ``card`` in place, or with a copy of the weights to ``out``."""
     dest = src
     if out is not None:
         dest = Path(out)

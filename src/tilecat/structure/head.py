@@ -48,8 +48,10 @@ class StructureHead(Head):
             raise ModelError(f"model 'structure' was trained at {want} arcsec/pixel, the "
                              f"survey has {pixscale} arcsec/pixel")
         psf = bool((card.get("arch") or {}).get("psf_input", False))
+        scale = (card.get("uncertainty_calibration") or {}).get("sigma_scale") or [1.0] * 4
         return LoadedHead(module=module, card=card, columns=COLUMNS,
-                          extra={"pixel_scale": pixscale},
+                          extra={"pixel_scale": pixscale,
+                                 "sigma_scale": np.asarray(scale, np.float64)},
                           inputs=("psf_fwhm",) if psf else ())
 
     def output_index(self, loaded: LoadedHead, answer: str) -> int:
@@ -62,7 +64,7 @@ class StructureHead(Head):
 
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
         a = np.asarray(raw, dtype=np.float64)
-        mu, sig = a[:, :4], a[:, 4:]
+        mu, sig = a[:, :4], a[:, 4:] * loaded.extra.get("sigma_scale", 1.0)
         r50 = np.exp(mu[:, 0]) * loaded.extra["pixel_scale"]
         n = np.exp(mu[:, 1])
         cols = {
