@@ -9,9 +9,15 @@ A. **Synthetic exact classifier** (always): exact posteriors distorted by a temp
    (temperature + class biases) and isotonic regression (morphology), temperature and
    the PIT-CDF map (photo-z).
 B. **Trained models** shipped in ``tilecat/data/models`` (when present), on held-out
-   galaxy stamps (cached in ``--cache``; the same sets as ``benchmarks/priors.py``).
+   galaxy stamps of the population each applies to (the morphology sample of
+   ``--morph-sim-config``, default ``config/stamps/morphology.yaml``; the demo survey
+   for photo-z), cached in ``--cache`` under names encoding the simulation settings
+   (:mod:`tilecat.calibrate.stampsets`; the same sets as ``benchmarks/priors.py``).
+   The morphology card's shipped calibration (fitted on a labelled set in training
+   conditions) is also scored as it is on all of the held-out stamps (``model_morph_card_*``).
 
     python benchmarks/calibration.py [-n 40000] [--no-real] [--n-cal 4000]
+        [--morph-sim-config config/stamps/morphology.yaml]
 
 The last line is a JSON object: ece_raw, ece_cal (temperature), ece_bcts, ece_isotonic,
 brier_raw, brier_cal, pit_ks_raw, pit_ks_cal, pit_ks_pitmap, crps_raw, crps_cal (synthetic),
@@ -22,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,15 +127,44 @@ def synthetic(n: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def real(cache: Path, n_cal: int, seed: int) -> dict[str, Any]:
-    """Trained models on held-out stamps (fit on the first half, score the second)."""
+def _card_table(card: dict[str, Any], probs: dict[str, np.ndarray], targets: np.ndarray
+                ) -> dict[str, Any]:
+    """The shipped card's calibration maps as they are, scored on every row."""
+    from tilecat.calibrate.card import card_calibrators
+
+    cals = card_calibrators(card)
+    rows, tot = {}, {"raw": [0.0, 0.0, 0], "cal": [0.0, 0.0, 0]}
+    for j, q in enumerate(QUESTIONS):
+        y = targets[:, j]
+        ok = y >= 0
+        if ok.sum() < 20 or q.name not in cals:
+            continue
+        p = probs[q.name][ok]
+        r = {"raw": class_scores(p, y[ok]), "cal": class_scores(cals[q.name].apply(p), y[ok]),
+             "map": cals[q.name].to_dict()}
+        rows[q.name] = r
+        for s in ("raw", "cal"):
+            tot[s][0] += r[s]["n"] * r[s]["ece"]
+            tot[s][1] += r[s]["n"] * r[s]["brier"]
+            tot[s][2] += r[s]["n"]
+    summary = {f"{m}_{s}": tot[s][i] / tot[s][2] for s in tot for i, m in ((0, "ece"),
+                                                                           (1, "brier"))}
+    return {"questions": rows, **summary}
+
+
+def real(cache: Path, n_cal: int, seed: int, configs: dict[str, str | None],
+         workers: int = 2) -> dict[str, Any]:
+    """Trained models on held-out stamps (fit on the first half, score the second).
+
+    ``configs``: model -> simulation YAML of its stamp set (None: the demo survey).
+    """
     import torch
 
     from tilecat.calibrate.labelled import load_labelled
+    from tilecat.calibrate.stampsets import ensure_stamp_set, stamp_set_path
     from tilecat.models import load_card, model_dir
 
     torch.set_num_threads(1)
-    stamps = cache / f"calib-cal-s{seed}-n{n_cal}.zarr"
     out: dict[str, Any] = {}
     for model in ("morphology", "photoz"):
         try:
@@ -140,11 +173,9 @@ def real(cache: Path, n_cal: int, seed: int) -> dict[str, Any]:
         except Exception:
             print(f"\n--- trained {model} model: not shipped yet, skipped")
             continue
-        if not stamps.exists():
-            print(f"simulating {n_cal} held-out galaxy stamps -> {stamps}", flush=True)
-            subprocess.run([sys.executable, "-m", "tilecat.cli", "simulate-stamps", "--kind",
-                            "galaxy", "--heldout", "-n", str(n_cal), "--seed", str(seed),
-                            "--out", str(stamps)], check=True, stdout=subprocess.DEVNULL)
+        cfg = configs.get(model)
+        stamps = ensure_stamp_set(stamp_set_path(cache, "calib-cal", cfg, seed, n_cal), cfg,
+                                  n_cal, seed, workers=workers)
         lab = load_labelled(card, d, stamps, log=print)
         if model == "morphology":
             targets = np.stack([lab.targets[q.name] for q in QUESTIONS], axis=1)
@@ -153,7 +184,15 @@ def real(cache: Path, n_cal: int, seed: int) -> dict[str, Any]:
                 out[f"morphology_{method}"] = _morph_table(card, lab.probs, targets, n // 2,
                                                            method)
                 _print_morph(f"trained morphology model (sha256 {card['sha256'][:12]}), "
-                             f"held-out stamps: {method}", out[f"morphology_{method}"])
+                             f"held-out stamps {stamps.name}: {method}",
+                             out[f"morphology_{method}"])
+            if (card.get("calibration") or {}).get("groups"):
+                fitted = card["calibration"].get("fitted_on") or {}
+                out["morphology_card"] = _card_table(card, lab.probs, targets)
+                _print_morph(f"trained morphology model: the card's calibration as shipped "
+                             f"(fitted on {fitted.get('path')}, heldout "
+                             f"{fitted.get('heldout')}), all {n} held-out stamps",
+                             out["morphology_card"])
         else:
             grid = ZGrid.from_meta(card["z_grid"])
             g = card_groups(card)[0]
@@ -161,8 +200,8 @@ def real(cache: Path, n_cal: int, seed: int) -> dict[str, Any]:
             for method in ("temperature", "pit"):
                 out[f"photoz_{method}"] = _pdf(card, lab.probs[g.name], lab.z_true, n // 2,
                                                method, grid)
-                _print_pdf(f"trained photo-z model (sha256 {card['sha256'][:12]}): {method}",
-                           out[f"photoz_{method}"])
+                _print_pdf(f"trained photo-z model (sha256 {card['sha256'][:12]}), "
+                           f"{stamps.name}: {method}", out[f"photoz_{method}"])
     return out
 
 
@@ -172,14 +211,23 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-real", action="store_true", help="skip the trained models")
     p.add_argument("--n-cal", type=int, default=4000, help="held-out stamps of the models")
+    p.add_argument("--morph-sim-config", default="config/stamps/morphology.yaml",
+                   help="simulation YAML of the morphology stamps: the population the "
+                        "morphology model applies to ('demo': the demo survey)")
+    p.add_argument("--photoz-sim-config", default="demo",
+                   help="simulation YAML of the photo-z stamps (default: the demo survey, "
+                        "the empirical population the photo-z model was trained on)")
+    p.add_argument("--workers", type=int, default=2, help="stamp simulation processes")
     p.add_argument("--cache", default="benchmarks/.cache")
     a = p.parse_args()
+    configs = {"morphology": None if a.morph_sim_config == "demo" else a.morph_sim_config,
+               "photoz": None if a.photoz_sim_config == "demo" else a.photoz_sim_config}
     s = synthetic(a.n, a.seed)
     r: dict[str, Any] = {}
     if not a.no_real:
         cache = Path(a.cache)
         cache.mkdir(parents=True, exist_ok=True)
-        r = real(cache, a.n_cal, 7101 + a.seed)
+        r = real(cache, a.n_cal, 7101 + a.seed, configs, workers=a.workers)
 
     def f(v: Any) -> Any:
         return None if v is None else round(float(v), 5)
@@ -202,6 +250,8 @@ def main() -> None:
         "model_morph_ece_isotonic": f(r.get("morphology_isotonic", {}).get("ece_cal")),
         "model_morph_brier_raw": f(m.get("brier_raw")),
         "model_morph_brier_cal": f(m.get("brier_cal")),
+        "model_morph_card_ece_raw": f(r.get("morphology_card", {}).get("ece_raw")),
+        "model_morph_card_ece_cal": f(r.get("morphology_card", {}).get("ece_cal")),
         "model_pit_ks_raw": f(zt.get("raw", {}).get("pit_ks")),
         "model_pit_ks_cal": f(zt.get("cal", {}).get("pit_ks")),
         "model_pit_ks_pitmap": f(zp.get("cal", {}).get("pit_ks")),

@@ -9,22 +9,34 @@ A. **Synthetic exact classifier** (always): every object has a feature drawn fro
    PDFs on the model grid. Surveys: *shifted* (mergers 10x rarer, edge-on 3x more
    common, N(z) shifted to higher z) and *training mix*.
 B. **Trained models** (when shipped in ``tilecat/data/models``): held-out galaxy
-   stamps (``tilecat simulate-stamps --heldout``, cached in ``--cache``) run through
-   the model; the shifted survey is a rejection resample of a balanced held-out set
-   by class (merger kind x0.1, edge-on kind x3) and by redshift (weight exp(2.5 z)).
-   The shipped model is never modified (it is copied before recalibration).
+   stamps (``tilecat simulate-stamps --heldout``, cached in ``--cache`` under names
+   that encode the simulation settings: :mod:`tilecat.calibrate.stampsets`) of the
+   population each model applies to: the morphology sample
+   (``--morph-sim-config``, default ``config/stamps/morphology.yaml``) for the
+   morphology model, the demo survey's (empirical) population for photo-z. A labelled
+   set of 4000 stamps recalibrates a copy of the model (the shipped model is never
+   modified); the shifted survey is a rejection resample of a balanced held-out set by
+   class (merger kind x0.1, edge-on kind x3) and by redshift (weight exp(2.5 z)).
+   Morphology is also run with the shipped card's calibration as it is (fitted on a
+   labelled set in training conditions: the ``card`` figures), and recalibrated on a
+   labelled set in training conditions with the EM transfer test
+   (:func:`tilecat.calibrate.selftest.tree_transfer_test`) on the held-out labelled set
+   (``tilecat calibrate --check``): the ``transfer`` figures, where EM runs only on the
+   questions whose estimate carries over to the held-out conditions.
 
 Figures: ECE (15 bins, top-label, count-weighted over questions, on the objects each
 question applies to by truth) of ``_raw``, ``_cal`` and ``_post``; relative error of
 the EM class fractions for answers with >= 1% prevalence; PIT KS of the photo-z PDFs;
 KS distance between summed PDFs and the true N(z).
 
-    python benchmarks/priors.py [--tiles 20 --per-tile 5000] [--no-real] [--n-survey 20000]
+    python benchmarks/priors.py [--tiles 20 --per-tile 5000] [--no-real] [--n-survey 16000]
+        [--morph-n-survey 8000] [--morph-sim-config config/stamps/morphology.yaml]
 
 The last line is a JSON object: ece_raw, ece_cal, ece_post, prior_max_rel_err,
 pit_ks_raw, pit_ks_post, nz_ks_raw, nz_ks_post (synthetic, shifted survey), the
-training-mix checks (trainmix_*), and the trained models' figures (model_*; null when
-a model is not shipped).
+training-mix checks (trainmix_*), and the trained models' figures (model_*, with
+model_morph_card_* for the shipped calibration and model_morph_transfer_* for the
+transfer-tested one; null when a model is not shipped).
 """
 
 from __future__ import annotations
@@ -32,8 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +54,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tilecat.aggregate import run_aggregate
+from tilecat.atomic import atomic_path
 from tilecat.calibrate import run_calibrate
 from tilecat.calibrate.groups import group_values
 from tilecat.config import load_config
@@ -52,6 +63,7 @@ from tilecat.morphology.tree import QUESTIONS
 from tilecat.photoz.grid import DEFAULT_GRID, ZGrid
 from tilecat.priors import synthetic as syn
 from tilecat.priors.simsurvey import write_survey, write_synthetic_survey
+from tilecat.priors.uncertainty import prior_standard_errors
 from tilecat.qa.scores import (catalog_groups, morphology_scores, nz_distances, photoz_scores,
                                prior_errors, true_fractions)
 
@@ -76,6 +88,26 @@ def evaluate(catalog: Path, truth: pa.Table) -> dict[str, Any]:
         out.update(ece=ms["ece"], brier=ms["brier"], prior=pe, true=true, used=used,
                    train=train, per_question={q: {s: round(v["ece"], 4) for s, v in d.items()}
                                               for q, d in ms["questions"].items()})
+        # statistical error of each EM estimate (over the objects the question applies
+        # to by truth) and the mean calibrated output per true class (label shift
+        # assumes these do not change between surveys)
+        index = {q.name: j for j, q in enumerate(QUESTIONS)}
+        z, means = {}, {}
+        for g in morph:
+            y = targets[:, index[g.name]]
+            ok = y >= 0
+            pc = group_values(table, g, "cal")[ok]
+            means[g.name] = [pc[y[ok] == c].mean(axis=0).tolist() if (y[ok] == c).sum() >= 5
+                             else None for c in range(len(g.labels))]
+            if meta["groups"][g.name]["source"] != "em" or ok.sum() < 20:
+                continue
+            se = prior_standard_errors(pc, train[g.name], used[g.name])
+            z[g.name] = [[k, float((used[g.name][k] - true[g.name][k]) / se[k]), float(se[k])]
+                         for k in range(len(g.labels)) if true[g.name][k] >= 0.01]
+        out["em_z"] = z
+        out["max_abs_z"] = max((abs(v[1]) for rows in z.values() for v in rows), default=None)
+        out["class_means"] = means
+        out["source"] = {q: v["source"] for q, v in meta["groups"].items()}
         cal = np.concatenate([group_values(table, g, "cal") for g in morph], axis=1)
         post = np.concatenate([group_values(table, g, "post") for g in morph], axis=1)
         out["mean_abs_post_minus_cal"] = float(np.abs(post - cal).mean())
@@ -113,6 +145,13 @@ def _print_eval(title: str, ev: dict[str, Any]) -> None:
                   f" {d.get('post', float('nan')):8.4f}   {fmt:28s} {est:28s} {tru:28s}")
         print(f"  largest relative error of EM fractions (answers >= 1%): "
               f"{ev['prior']['max_rel_err']:.4f}")
+        gated = [q for q, v in ev["source"].items() if q != "z" and v != "em"]
+        if gated:
+            print(f"  not estimated by EM (training prior used): {', '.join(gated)}")
+        if ev["em_z"]:
+            print("  EM error / its statistical error (answers >= 1%): " + "; ".join(
+                f"{q} " + " ".join(f"{v[1]:+.1f}" for v in rows)
+                for q, rows in ev["em_z"].items()))
         print(f"  mean |post - cal| = {ev['mean_abs_post_minus_cal']:.4f}, largest "
               f"|estimated - training prior| = {ev['max_prior_shift']:.4f}")
     if "pit_ks" in ev:
@@ -142,47 +181,30 @@ def synthetic_part(work: Path, tiles: int, per_tile: int, seed: int) -> dict[str
 
 
 # --------------------------------------------------------------------- trained models
-def _ensure_stamps(path: Path, n: int, seed: int) -> None:
-    if path.exists():
-        return
-    print(f"simulating {n} held-out galaxy stamps -> {path}", flush=True)
-    subprocess.run([sys.executable, "-m", "tilecat.cli", "simulate-stamps", "--kind", "galaxy",
-                    "--heldout", "-n", str(n), "--seed", str(seed), "--out", str(path)],
-                   check=True, stdout=subprocess.DEVNULL)
-
-
 def _outputs(model: str, mdir: Path, stamps: Path, cache: Path) -> pa.Table:
-    """Raw model outputs + truth labels of a stamp set (cached by weights checksum)."""
-    from tilecat.calibrate.labelled import run_head
+    """Raw model outputs + truth labels of a stamp set (cached by weights checksum and set)."""
+    from tilecat.calibrate.labelled import stamp_outputs
     from tilecat.models import load_card
 
-    sha = str(load_card(mdir)["sha256"])[:12]
-    out = cache / f"{model}-{sha}-{stamps.stem}.parquet"
+    card = load_card(mdir)
+    out = cache / f"{model}-{str(card['sha256'])[:12]}-{stamps.stem}.parquet"
     if out.exists():
         return pq.read_table(out)
     t0 = time.perf_counter()
-    if model == "photoz":
-        from tilecat.photoz.data import load_photoz_set
-
-        ps = load_photoz_set(stamps)
-        cols = run_head(mdir, ps.stamps, {"sigma": ps.sigma})
-        truth = {"z_true": ps.z, "t_class": ps.labels.get("t_class")}
-    else:
-        from tilecat.morphology.dataset import load_stamps
-
-        ss = load_stamps(stamps)
-        cols = run_head(mdir, ss.stamps, {})
-        truth = {c: ss.labels[c] for c in LABELS + ["kind", "redshift"] if c in ss.labels}
+    cols, labels = stamp_outputs(card, mdir, stamps, log=lambda msg: None)[:2]
+    keep = (["z_true", "t_class", "kind", "snr"] if model == "photoz"
+            else LABELS + ["kind", "redshift", "snr"])
     print(f"ran {model} over {stamps.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     arrays = {}
     for k, v in cols.items():
         v = np.asarray(v)
         arrays[k] = pa.array(list(v)) if v.ndim == 2 else pa.array(v)
-    for k, v in truth.items():
-        if v is not None:
-            arrays[k] = pa.array(np.asarray(v).tolist())
+    for k in keep:
+        if k in labels and labels[k] is not None:
+            arrays[k] = pa.array(np.asarray(labels[k]).tolist())
     table = pa.table(arrays)
-    pq.write_table(table, out)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
     return table
 
 
@@ -193,17 +215,71 @@ def _resample(table: pa.Table, weights: np.ndarray, seed: int) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
-def real_part(work: Path, cache: Path, n_cal: int, n_survey: int, seed: int
-              ) -> dict[str, Any]:
-    """Part B with whatever trained models are shipped."""
+def _shift(model: str, survey: pa.Table, seed: int) -> pa.Table:
+    """The shifted survey: photo-z weight exp(2.5 z); morphology merger x0.1, edge-on x3."""
+    if model == "photoz":
+        return _resample(survey, np.exp(2.5 * np.asarray(survey["z_true"].to_pylist(), float)),
+                         seed)
+    kind = np.asarray(survey["kind"].to_pylist())
+    return _resample(survey, np.where(kind == "merger", 0.1,
+                                      np.where(kind == "edgeon", 3.0, 1.0)), seed)
+
+
+def _aggregate(root: Path, model: str, mdir: Path, card: dict[str, Any], tab: pa.Table,
+               config: dict[str, Any] | None = None) -> dict[str, Any]:
+    out_cols = [c for c in tab.column_names
+                if c.startswith("morph_") or (c.startswith("z_") and c != "z_true")]
+    grid = ZGrid.from_meta(card["z_grid"]) if model == "photoz" else None
+    cfg = write_survey(root, tab.select(out_cols), {model: mdir},
+                       [{"name": model, "version": card.get("version"),
+                         "sha256": card["sha256"]}], per_tile=2000, grid=grid, config=config)
+    return evaluate(run_aggregate(load_config(cfg)), tab)
+
+
+def _violation(shifted: dict[str, Any], trainmix: dict[str, Any]) -> dict[str, float]:
+    """Per question: largest change of the mean calibrated output of a true class between
+    the training-mix and the shifted survey (0 under pure label shift, up to noise)."""
+    out = {}
+    for q, rows in shifted.get("class_means", {}).items():
+        pairs = zip(rows, trainmix["class_means"][q])
+        diffs = [float(np.max(np.abs(np.subtract(a, b)))) for a, b in pairs
+                 if a is not None and b is not None]
+        if diffs:
+            out[q] = max(diffs)
+    return out
+
+
+def _print_self_tests(card: dict[str, Any], title: str) -> None:
+    print(f"\n  --- {title}")
+    metrics = (card.get("calibration") or {}).get("metrics") or {}
+    for key in ("em_self_test", "em_transfer_test"):
+        tests = {q: m[key] for q, m in metrics.items() if key in m}
+        if tests:
+            print(f"  {key.replace('_', ' ')} (error / tolerance): " + ", ".join(
+                f"{q} {'ok' if t['ok'] else 'FAILED'} ({t['error']:.3f} / {t['tolerance']:.3f})"
+                for q, t in tests.items()))
+
+
+def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], seed: int,
+              configs: dict[str, str | None], workers: int = 2,
+              aggregate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Part B with whatever trained models are shipped.
+
+    Parameters
+    ----------
+    n_survey, configs : dict
+        Model -> survey stamp count and simulation YAML of its stamp sets (the
+        population the model applies to; None: the demo survey).
+    aggregate : dict, optional
+        ``aggregate`` config settings of the surveys (default: the config defaults).
+    """
+    from tilecat.calibrate.stampsets import ensure_stamp_set, stamp_set_path
     from tilecat.models import load_card, model_dir
 
     import torch
 
     torch.set_num_threads(1)
     res: dict[str, Any] = {}
-    cal_set = cache / f"calib-cal-s{seed}-n{n_cal}.zarr"
-    sur_set = cache / f"calib-survey-s{seed + 1}-n{n_survey}.zarr"
     for model in ("morphology", "photoz"):
         try:
             src = model_dir(model)
@@ -211,38 +287,67 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: int, seed: int
         except Exception:
             print(f"\n--- trained {model} model: not shipped yet, skipped")
             continue
-        _ensure_stamps(cal_set, n_cal, seed)
-        _ensure_stamps(sur_set, n_survey, seed + 1)
-        mdir = work / "models" / model
-        shutil.copytree(src, mdir, dirs_exist_ok=True)
+        cfg = configs.get(model)
+        cal_set = ensure_stamp_set(stamp_set_path(cache, "calib-cal", cfg, seed, n_cal), cfg,
+                                   n_cal, seed, workers=workers)
+        sur_set = ensure_stamp_set(stamp_set_path(cache, "calib-survey", cfg, seed + 1,
+                                                  n_survey[model]), cfg, n_survey[model],
+                                   seed + 1, workers=workers)
+        print(f"\n=== trained {model} model (sha256 {card['sha256'][:12]}); stamp sets "
+              f"{cal_set.name}, {sur_set.name}")
         lab = _outputs(model, src, cal_set, cache)
-        labelled = work / f"{model}-labelled.parquet"
+        survey = _outputs(model, src, sur_set, cache)
+        shifted = _shift(model, survey, seed)
         meta = {}
         if model == "photoz":
             meta = {b"tilecat.z_grid": json.dumps(card["z_grid"]).encode()}
-        pq.write_table(lab.replace_schema_metadata(meta), labelled)
-        # photo-z: the PIT-CDF map (the acceptance figure is PIT uniformity)
-        run_calibrate(mdir, labelled, pdf_method="pit", log=print)
-        survey = _outputs(model, src, sur_set, cache)
-        if model == "photoz":
-            z = np.asarray(survey["z_true"].to_pylist(), float)
-            shifted = _resample(survey, np.exp(2.5 * z), seed)
-        else:
-            kind = np.asarray(survey["kind"].to_pylist())
-            w = np.where(kind == "merger", 0.1, np.where(kind == "edgeon", 3.0, 1.0))
-            shifted = _resample(survey, w, seed)
-        out_cols = [c for c in survey.column_names
-                    if c.startswith("morph_") or (c.startswith("z_") and c != "z_true")]
-        for name, tab in (("shifted", shifted), ("training mix", survey)):
-            root = work / f"{model}-{name.replace(' ', '_')}"
-            grid = ZGrid.from_meta(card["z_grid"]) if model == "photoz" else None
-            cfg = write_survey(root, tab.select(out_cols), {model: mdir},
-                               [{"name": model, "version": card.get("version"),
-                                 "sha256": card["sha256"]}], per_tile=2000, grid=grid)
-            cat = run_aggregate(load_config(cfg))
-            ev = evaluate(cat, tab)
-            _print_eval(f"trained {model} model, {name} survey", ev)
-            res[f"{model} {name}"] = ev
+        # variant -> (labelled set to calibrate a copy on, check set of the EM transfer
+        # test, description); None: the shipped card as it is
+        variants: dict[str, Any] = {
+            "recalibrated": (lab, None, "recalibrated on the held-out labelled set")}
+        if model == "morphology":
+            if (card.get("calibration") or {}).get("groups"):
+                # the shipped card: calibration fitted on another labelled set (training
+                # conditions), applied to the held-out survey
+                variants["card"] = (None, None, "the shipped card's calibration")
+            # as the card, refitted here on a labelled set in training conditions, with
+            # the EM transfer test on the held-out labelled set
+            train_set = ensure_stamp_set(stamp_set_path(cache, "calib-cal", cfg, seed, n_cal,
+                                                        heldout=False), cfg, n_cal, seed,
+                                         heldout=False, workers=workers)
+            variants["transfer"] = (_outputs(model, src, train_set, cache), lab,
+                                    "calibrated on training conditions + EM transfer test "
+                                    "on the held-out labelled set")
+        for variant, (fit_on, check, what) in variants.items():
+            if fit_on is None:
+                mdir = src
+            else:
+                mdir = work / "models" / f"{model}-{variant}"
+                shutil.copytree(src, mdir, dirs_exist_ok=True)
+                labelled = work / f"{model}-{variant}-labelled.parquet"
+                pq.write_table(fit_on.replace_schema_metadata(meta), labelled)
+                check_path = None
+                if check is not None:
+                    check_path = work / f"{model}-{variant}-check.parquet"
+                    pq.write_table(check.replace_schema_metadata(meta), check_path)
+                # photo-z: the PIT-CDF map (the acceptance figure is PIT uniformity)
+                run_calibrate(mdir, labelled, pdf_method="pit", check=check_path,
+                              log=lambda msg: None)
+            used_card = load_card(mdir)
+            _print_self_tests(used_card, what)
+            for name, tab in (("shifted", shifted), ("training mix", survey)):
+                root = work / f"{model}-{variant}-{name.replace(' ', '_')}"
+                ev = _aggregate(root, model, mdir, used_card, tab,
+                                {"aggregate": dict(aggregate)} if aggregate else None)
+                _print_eval(f"trained {model} model, {what}, {name} survey", ev)
+                res[f"{model} {variant} {name}"] = ev
+            if model == "morphology":
+                v = _violation(res[f"{model} {variant} shifted"],
+                               res[f"{model} {variant} training mix"])
+                res[f"{model} {variant} violation"] = v
+                print("  label shift check: largest change of E[p_cal | true class] from the "
+                      "training-mix to the shifted survey: " + ", ".join(
+                          f"{q} {d:.3f}" for q, d in v.items()))
     return res
 
 
@@ -253,9 +358,24 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-real", action="store_true", help="skip the trained models")
     p.add_argument("--n-cal", type=int, default=4000, help="held-out stamps for calibration")
-    p.add_argument("--n-survey", type=int, default=16000, help="held-out stamps for the survey")
+    p.add_argument("--n-survey", type=int, default=16000,
+                   help="held-out stamps for the photo-z survey")
+    p.add_argument("--morph-n-survey", type=int, default=8000,
+                   help="held-out stamps for the morphology survey")
+    p.add_argument("--morph-sim-config", default="config/stamps/morphology.yaml",
+                   help="simulation YAML of the morphology stamp sets: the population the "
+                        "morphology model applies to ('demo': the demo survey)")
+    p.add_argument("--photoz-sim-config", default="demo",
+                   help="simulation YAML of the photo-z stamp sets (default: the demo survey, "
+                        "the empirical population the photo-z model was trained on)")
+    p.add_argument("--workers", type=int, default=2, help="stamp simulation processes")
+    p.add_argument("--em-prior-strength", type=float, default=None,
+                   help="aggregate.em_prior_strength of the trained-model surveys (default: "
+                        "the config default)")
     p.add_argument("--cache", default="benchmarks/.cache", help="stamp sets and model outputs")
     a = p.parse_args()
+    configs = {"morphology": None if a.morph_sim_config == "demo" else a.morph_sim_config,
+               "photoz": None if a.photoz_sim_config == "demo" else a.photoz_sim_config}
     work = Path(tempfile.mkdtemp(prefix="tilecat-priors-"))
     try:
         syn_res = synthetic_part(work / "synthetic", a.tiles, a.per_tile, a.seed)
@@ -263,13 +383,21 @@ def main() -> None:
         if not a.no_real:
             cache = Path(a.cache)
             cache.mkdir(parents=True, exist_ok=True)
-            real = real_part(work / "real", cache, a.n_cal, a.n_survey, 7101 + a.seed)
+            real = real_part(work / "real", cache, a.n_cal,
+                             {"morphology": a.morph_n_survey, "photoz": a.n_survey},
+                             7101 + a.seed, configs, workers=a.workers,
+                             aggregate=None if a.em_prior_strength is None else
+                             {"em_prior_strength": a.em_prior_strength})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     s, t = syn_res["shifted"], syn_res["training mix"]
-    m_s = real.get("morphology shifted", {})
-    m_t = real.get("morphology training mix", {})
-    z_s = real.get("photoz shifted", {})
+    m_s = real.get("morphology recalibrated shifted", {})
+    m_t = real.get("morphology recalibrated training mix", {})
+    c_s = real.get("morphology card shifted", {})
+    c_t = real.get("morphology card training mix", {})
+    x_s = real.get("morphology transfer shifted", {})
+    x_t = real.get("morphology transfer training mix", {})
+    z_s = real.get("photoz recalibrated shifted", {})
 
     def r(v: Any) -> Any:
         return None if v is None else round(float(v), 5)
@@ -290,7 +418,28 @@ def main() -> None:
         "model_morph_ece_cal": r(m_s.get("ece", {}).get("cal")),
         "model_morph_ece_post": r(m_s.get("ece", {}).get("post")),
         "model_morph_prior_max_rel_err": r(m_s.get("prior", {}).get("max_rel_err")),
+        "model_morph_prior_max_abs_z": r(m_s.get("max_abs_z")),
+        "model_morph_em_questions": sorted(q for q, v in m_s.get("source", {}).items()
+                                           if v == "em") if m_s else None,
+        "model_morph_label_shift_violation": r(max(real.get(
+            "morphology recalibrated violation", {}).values(), default=None)),
         "model_morph_trainmix_mean_abs_post_minus_cal": r(m_t.get("mean_abs_post_minus_cal")),
+        "model_morph_trainmix_prior_max_rel_err": r(m_t.get("prior", {}).get("max_rel_err")),
+        "model_morph_trainmix_ece_cal": r(m_t.get("ece", {}).get("cal")),
+        "model_morph_trainmix_ece_post": r(m_t.get("ece", {}).get("post")),
+        "model_morph_card_ece_cal": r(c_s.get("ece", {}).get("cal")),
+        "model_morph_card_ece_post": r(c_s.get("ece", {}).get("post")),
+        "model_morph_card_prior_max_rel_err": r(c_s.get("prior", {}).get("max_rel_err")),
+        "model_morph_card_trainmix_prior_max_rel_err": r(c_t.get("prior", {}).get(
+            "max_rel_err")),
+        "model_morph_card_em_questions": sorted(q for q, v in c_s.get("source", {}).items()
+                                                if v == "em") if c_s else None,
+        "model_morph_transfer_ece_post": r(x_s.get("ece", {}).get("post")),
+        "model_morph_transfer_prior_max_rel_err": r(x_s.get("prior", {}).get("max_rel_err")),
+        "model_morph_transfer_trainmix_prior_max_rel_err": r(x_t.get("prior", {}).get(
+            "max_rel_err")),
+        "model_morph_transfer_em_questions": sorted(q for q, v in x_s.get("source", {}).items()
+                                                    if v == "em") if x_s else None,
         "model_pit_ks_raw": r(z_s.get("pit_ks", {}).get("raw")),
         "model_pit_ks_post": r(z_s.get("pit_ks", {}).get("post")),
         "model_nz_ks_raw": r(z_s.get("nz_ks", {}).get("raw")),

@@ -195,6 +195,13 @@ def test_run_calibrate_from_parquet(tmp_path):
     assert zc["groups"]["z"]["kind"] == "pit"
     assert zc["metrics"]["z"]["after"]["pit_ks"] < 0.5 * zc["metrics"]["z"]["before"]["pit_ks"]
     assert zc["metrics"]["z"]["em_self_test"]["ok"]
+    # with a check set (here the labelled set itself): the transfer test is stored too
+    from tilecat.calibrate import run_calibrate
+
+    zc = run_calibrate(s.models["photoz"], s.labelled, check=s.labelled,
+                       log=lambda msg: None)["calibration"]
+    assert zc["metrics"]["z"]["em_transfer_test"]["ok"]
+    assert zc["fitted_on"]["check"]["n_objects"] == 4000
 
 
 def test_run_calibrate_errors(tmp_path, capsys):
@@ -216,3 +223,46 @@ def test_run_calibrate_errors(tmp_path, capsys):
     assert main(["calibrate", str(d), "--data", str(tmp_path / "none.parquet")]) == 2
     assert main(["calibrate", str(tmp_path / "nomodel"), "--data", str(bad)]) == 2
     assert "no card.json" in capsys.readouterr().err
+
+
+def test_em_transfer_test_catches_a_map_that_does_not_carry_over():
+    """Maps fitted on one labelled set; EM on a check set: passes when the check set's
+    outputs behave like the calibration set's, fails where they are biased (other
+    observing conditions), and the card records it."""
+    from tilecat.calibrate.card import fit_card_calibration
+    from tilecat.calibrate.labelled import Labelled
+    from tilecat.morphology.tree import QUESTIONS
+    from tilecat.priors import synthetic as syn
+    from tilecat.priors.simsurvey import synthetic_cards
+
+    grid = ZGrid()
+    card = synthetic_cards(np.full(grid.n_bins, 1 / grid.n_bins), grid)["morphology"]
+    rng = np.random.default_rng(5)
+    separation = {q: 1.5 for q in syn.SEPARATION}  # overlapping classes: EM is sensitive
+
+    def labelled(n, bias=None):
+        targets = syn.draw_tree(n, syn.TRAIN_MIX, rng)
+        raw = syn.tree_outputs(targets, rng, separation=separation)[0]
+        if bias:  # the first answer of these questions looks 3x more likely than it is
+            for q in bias:
+                p = raw[q].copy()
+                p[:, 0] *= 3.0
+                raw[q] = p / p.sum(axis=1, keepdims=True)
+        return Labelled(probs=raw, targets={q.name: targets[:, j]
+                                            for j, q in enumerate(QUESTIONS)},
+                        source={"path": "check", "n_objects": n})
+
+    cal = labelled(6000)
+    same = fit_card_calibration(card, cal.probs, targets=cal.targets, check=labelled(6000))
+    assert same["fitted_on"]["check"]["path"] == "check"
+    tests = {q: m["em_transfer_test"] for q, m in same["metrics"].items()}
+    assert set(tests) == {q.name for q in QUESTIONS}
+    assert all(t["ok"] for t in tests.values()), tests
+    shifted = fit_card_calibration(card, cal.probs, targets=cal.targets,
+                                   check=labelled(6000, bias=("merger", "bulge_size")))
+    tests = {q: m["em_transfer_test"] for q, m in shifted["metrics"].items()}
+    assert not tests["merger"]["ok"] and not tests["bulge_size"]["ok"]
+    assert tests["merger"]["error"] > tests["merger"]["tolerance"]
+    assert tests["t"]["ok"] and tests["edge_on"]["ok"]
+    # the self-test (one labelled set) cannot see it
+    assert shifted["metrics"]["merger"]["em_self_test"]["ok"]

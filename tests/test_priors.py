@@ -298,12 +298,19 @@ def test_em_needs_a_passed_self_test(survey, tmp_path):
         if name == "morphology":
             card["calibration"]["metrics"]["merger"]["em_self_test"]["ok"] = False
             del card["calibration"]["metrics"]["edge_on"]["em_self_test"]
+            metrics = card["calibration"]["metrics"]
+            bad = {**metrics["spin"]["em_self_test"], "ok": False, "error": 0.3}
+            metrics["spin"]["em_transfer_test"] = bad  # passed the self-test, fails transfer
+            metrics["bar"]["em_transfer_test"] = dict(metrics["bar"]["em_self_test"])
         write_card(card, d)
         models[name] = str(d)
     out = _aggregate(survey, tmp_path / "st", infer={"model_dirs": models})
     meta = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]
     assert meta["merger"]["source"] == "training: EM self-test failed on the calibration set"
     assert meta["edge_on"]["source"].startswith("training: no EM self-test")
+    assert meta["spin"]["source"].startswith("training: EM transfer test failed")
+    assert meta["spin"]["em_transfer_test"]["ok"] is False
+    assert meta["bar"]["source"] == "em" and meta["bar"]["em_transfer_test"]["ok"]
     assert meta["t"]["source"] == "em" and meta["z"]["source"] == "em"
     assert meta["merger"]["used"] == meta["merger"]["train"]
     # switched off, EM runs on every group
@@ -311,6 +318,7 @@ def test_em_needs_a_passed_self_test(survey, tmp_path):
                      aggregate={"em_require_self_test": False})
     meta = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]
     assert meta["merger"]["source"] == "em" and meta["edge_on"]["source"] == "em"
+    assert meta["spin"]["source"] == "em"
 
 
 def test_map_em_keeps_small_surveys_off_the_simplex_edge():
@@ -322,3 +330,33 @@ def test_map_em_keeps_small_surveys_off_the_simplex_edge():
     big = np.tile([[0.9, 0.1], [0.1, 0.9]], (20000, 1))[:30000]
     assert np.allclose(em_priors(big, [0.5, 0.5], strength=100).priors["p"],
                        em_priors(big, [0.5, 0.5]).priors["p"], atol=5e-3)
+
+
+def test_prior_standard_errors():
+    """Exact labels: the multinomial errors; an uninformative classifier: huge errors;
+    and the EM estimate scatters over surveys as the standard error says."""
+    from tilecat.priors.uncertainty import prior_standard_errors
+
+    pi = np.array([0.2, 0.3, 0.5])
+    n = 1000
+    y = np.repeat([0, 1, 2], (pi * n).astype(int))
+    onehot = np.eye(3)[y]
+    se = prior_standard_errors(onehot, [1 / 3] * 3, pi)
+    assert np.allclose(se, np.sqrt(pi * (1 - pi) / n))
+    flat = np.full((n, 3), 1 / 3) + 1e-4 * np.random.default_rng(0).standard_normal((n, 3))
+    assert prior_standard_errors(flat, [1 / 3] * 3, pi).min() > 1.0
+    # weights: half the objects count -> errors x sqrt(2)
+    se2 = prior_standard_errors(onehot, [1 / 3] * 3, pi, weights=np.full(n, 0.5))
+    assert np.allclose(se2, se * np.sqrt(2))
+    # Gaussian classes at a separation where EM is uncertain: SE vs scatter over surveys
+    rng = np.random.default_rng(1)
+    est, ses = [], []
+    for _ in range(40):
+        yy = (rng.random(2000) < 0.3).astype(int)
+        x = rng.standard_normal(2000) + 1.0 * yy
+        lr = np.exp(x - 0.5)  # likelihood ratio class 1 / class 0, equal training priors
+        p = np.stack([1 / (1 + lr), lr / (1 + lr)], axis=1)
+        e = em_priors(p, [0.5, 0.5], tol=1e-10, max_iter=5000).priors["p"]
+        est.append(e[1])
+        ses.append(prior_standard_errors(p, [0.5, 0.5], e)[1])
+    assert np.std(est) == pytest.approx(np.mean(ses), rel=0.3)

@@ -59,7 +59,9 @@ def full(tmp_path_factory):
                                nz=syn.nz_shape(ZGrid(), 0.5), n_tiles=2, per_tile=600,
                                n_labelled=3000)
     for m in ("morphology", "photoz"):
-        run_calibrate(s.models[m], s.labelled, log=lambda msg: None)
+        # morphology with an EM transfer test (here on the calibration set itself)
+        run_calibrate(s.models[m], s.labelled, log=lambda msg: None,
+                      check=s.labelled if m == "morphology" else None)
     results = s.root / "results"
     for k, path in enumerate(sorted((results / "tiles").glob("*/catalog.parquet"))):
         t = pq.read_table(path)
@@ -107,6 +109,7 @@ def test_report_has_every_section(full):
     assert "mask overlays: not available" not in html
     # priors table and EM log come from the catalog metadata
     assert "merger" in html and "em" in html and "converged" in html
+    assert "self-test passed" in html and "transfer passed" in html
     # deterministic
     first = out.read_bytes()
     main(["report", "--config", str(full.config)])

@@ -108,7 +108,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> None:
     from .calibrate import run_calibrate
 
     run_calibrate(args.model, args.data, method=args.method, pdf_method=args.pdf_method,
-                  out=args.out, limit=args.limit, batch_size=args.batch_size)
+                  out=args.out, limit=args.limit, batch_size=args.batch_size,
+                  check=args.check)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the recalibrated model here (default: update the card in place)")
     p.add_argument("--limit", type=int, default=None, help="use the first N labelled objects")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--check", default=None,
+                   help="labelled set in other observing conditions: EM transfer test "
+                        "(EM is used in the aggregate only where it passes)")
     p.set_defaults(func=_cmd_calibrate)
 
     p = _add_stage(sub, "rerun", _cmd_rerun, "rebuild one tile's chain and the aggregate")

@@ -12,8 +12,9 @@ Groups are the model's probability vectors (:func:`tilecat.calibrate.groups.card
 one per morphology question, fitted on the objects the question applies to, or the
 photo-z PDF (``"z"``), whose metrics are PIT/CRPS and PIT histograms instead of
 ECE/Brier and reliability tables. Each group's metrics include the EM self-test
-(:mod:`tilecat.calibrate.selftest`); a map that sets the class balance (BCTS,
-isotonic) stores the labelled set's class fractions as its ``prior``.
+(:mod:`tilecat.calibrate.selftest`), and the EM transfer test when a check set in other
+observing conditions was given; a map that sets the class balance (BCTS, isotonic)
+stores the labelled set's class fractions as its ``prior``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
                          targets: Mapping[str, np.ndarray] | None = None,
                          z_true: np.ndarray | None = None, method: str = "bcts",
                          pdf_method: str = "pit",
-                         source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                         source: Mapping[str, Any] | None = None,
+                         check: Any = None) -> dict[str, Any]:
     """Fit one calibrator per probability group of a model on a labelled set.
 
     Parameters
@@ -101,6 +103,11 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
         where the NLL-fitted temperature made it 0.074), or temperature scaling.
     source : mapping, optional
         Provenance of the labelled set, stored as ``fitted_on``.
+    check : Labelled, optional
+        A second labelled set in other observing conditions
+        (:class:`tilecat.calibrate.labelled.Labelled`): the EM transfer test
+        (:func:`tilecat.calibrate.selftest.tree_transfer_test`) runs on it and is stored
+        as each group's ``em_transfer_test``; its provenance as ``fitted_on.check``.
 
     Returns
     -------
@@ -173,4 +180,32 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
                                implicit=method in IMPLICIT_PRIOR, min_objects=MIN_OBJECTS)
         for name, result in tests.items():
             section["metrics"][name]["em_self_test"] = result
+    if check is not None:
+        _transfer_tests(card, section, check)
     return section
+
+
+def _transfer_tests(card: Mapping[str, Any], section: dict[str, Any], check: Any) -> None:
+    """Run the EM transfer test on ``check`` with the maps of ``section``; store it."""
+    from ..photoz.grid import ZGrid
+
+    from .selftest import pdf_transfer_test, tree_transfer_test
+
+    fitted = {**card, "calibration": section}
+    cals = card_calibrators(fitted)
+    priors = card_priors(fitted)
+    section["fitted_on"] = {**section["fitted_on"], "check": dict(check.source)}
+    groups = [g for g in card_groups(card) if g.name in section["groups"]
+              and g.name in check.probs]
+    for g in groups:
+        if g.list_column and check.z_true is not None:
+            section["metrics"][g.name]["em_transfer_test"] = pdf_transfer_test(
+                cals[g.name], check.probs[g.name], priors[g.name],
+                ZGrid.from_meta(card["z_grid"]), check.z_true)
+    classes = [g.name for g in groups if not g.list_column and g.name in check.targets]
+    tests = tree_transfer_test({q: cals[q] for q in classes},
+                               {q: check.probs[q] for q in classes},
+                               {q: check.targets[q] for q in classes},
+                               {q: priors[q] for q in classes}, min_objects=MIN_OBJECTS)
+    for name, result in tests.items():
+        section["metrics"][name]["em_transfer_test"] = result

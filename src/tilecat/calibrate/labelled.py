@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import InputError, ModelError
 from .groups import ProbGroup, card_groups
 
-__all__ = ["Labelled", "load_labelled", "Z_TRUE_COLUMNS", "run_head"]
+__all__ = ["Labelled", "load_labelled", "Z_TRUE_COLUMNS", "run_head", "stamp_outputs"]
 
 #: accepted names of the true-redshift column, in order of preference
 Z_TRUE_COLUMNS: tuple[str, ...] = ("z_true", "redshift", "z_spec")
@@ -174,27 +174,61 @@ def run_head(model_dir: str | Path, stamps: np.ndarray, extras: Mapping[str, np.
     return head.postprocess(raw, lh)
 
 
-def _from_stamps(card: Mapping[str, Any], model_dir: Path, path: Path, limit: int | None,
-                 batch_size: int, log: Callable[[str], None]) -> Labelled:
-    groups = card_groups(card)
+def stamp_outputs(card: Mapping[str, Any], model_dir: str | Path, path: str | Path,
+                  limit: int | None = None, batch_size: int = 256,
+                  log: Callable[[str], None] = print
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    """Run a model over a galaxy stamp set with the per-object inputs its head needs.
+
+    Parameters
+    ----------
+    card : mapping
+        The model card (``name`` photoz or morphology).
+    model_dir : path
+        Model directory.
+    path : path
+        Stamp set (``tilecat simulate-stamps --kind galaxy``). Photo-z keeps galaxies
+        only (:func:`tilecat.photoz.data.load_photoz_set`).
+    limit : int, optional
+        First ``limit`` objects only.
+
+    Returns
+    -------
+    columns : dict
+        The head's catalog columns (N, ...).
+    labels : dict
+        Truth per object: photo-z ``z_true`` plus the set's optional labels
+        (``t_class``, ``kind``, ...); morphology the label variables of
+        :data:`tilecat.morphology.dataset.LABEL_COLUMNS`.
+    attrs : dict
+        The store's attributes (seed, heldout, ...).
+    """
+    path = Path(path)
     if card.get("name") == "photoz":
         from ..photoz.data import load_photoz_set
 
         ps = load_photoz_set(path, limit)
-        stamps, extras, labels = ps.stamps, {"sigma": ps.sigma}, {"z_true": ps.z}
-        if ps.psf_fwhm is not None:  # models with the PSF input (arch use_psf)
-            extras["psf_fwhm"] = ps.psf_fwhm
-        attrs = ps.attrs
+        stamps, extras = ps.stamps, {"sigma": ps.sigma}
+        labels = {**ps.labels, "z_true": ps.z}
+        psf, attrs = ps.psf_fwhm, ps.attrs
     else:
         from ..morphology.dataset import load_stamps
 
         ss = load_stamps(path, limit)
-        stamps, labels, attrs = ss.stamps, ss.labels, ss.attrs
-        extras = {} if ss.psf_fwhm is None else {"psf_fwhm": ss.psf_fwhm}
+        stamps, labels, attrs, extras, psf = ss.stamps, dict(ss.labels), ss.attrs, {}, ss.psf_fwhm
+    if psf is not None:  # models with the PSF input (arch use_psf / psf_input)
+        extras["psf_fwhm"] = psf
     log(f"running {card.get('name')} over {len(stamps)} labelled stamps of {path}")
-    cols = run_head(model_dir, stamps, extras, batch_size)
+    return run_head(model_dir, stamps, extras, batch_size), labels, dict(attrs)
+
+
+def _from_stamps(card: Mapping[str, Any], model_dir: Path, path: Path, limit: int | None,
+                 batch_size: int, log: Callable[[str], None]) -> Labelled:
+    groups = card_groups(card)
+    cols, labels, attrs = stamp_outputs(card, model_dir, path, limit, batch_size, log)
     out = Labelled(probs=_group_probs(groups, cols, str(path)),
-                   source={"path": path.name, "kind": "stamps", "n_objects": int(len(stamps)),
+                   source={"path": path.name, "kind": "stamps",
+                           "n_objects": int(len(next(iter(cols.values())))),
                            "seed": attrs.get("seed"), "heldout": attrs.get("heldout")})
     if card.get("name") == "photoz":
         out.z_true = np.asarray(labels["z_true"], np.float64)

@@ -32,7 +32,8 @@ def write_card(card: dict[str, Any], directory: str | Path) -> Path:
 def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
                   pdf_method: str = "pit",
                   out: str | Path | None = None, limit: int | None = None,
-                  batch_size: int = 256, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  batch_size: int = 256, log: Callable[[str], None] = print,
+                  check: str | Path | None = None) -> dict[str, Any]:
     """Fit calibration maps for ``model`` on the labelled set ``data`` and store them.
 
     Parameters
@@ -56,6 +57,10 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
         Inference batch size when running the model over stamps.
     log : callable
         Progress output.
+    check : path, optional
+        A second labelled set (same forms as ``data``) observed in other conditions:
+        the EM transfer test runs on it (:func:`tilecat.calibrate.selftest.tree_transfer_test`);
+        a group that fails it is not corrected by EM in the aggregate step.
 
     Returns
     -------
@@ -85,9 +90,13 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
             card, src, data, limit=limit, batch_size=batch_size, log=log)
         return _write(card, src, out, log)
     labelled = load_labelled(card, src, data, limit=limit, batch_size=batch_size, log=log)
+    checked = None
+    if check is not None:
+        checked = load_labelled(card, src, check, limit=limit, batch_size=batch_size, log=log)
     section = fit_card_calibration(card, labelled.probs, targets=labelled.targets,
                                    z_true=labelled.z_true, method=method,
-                                   pdf_method=pdf_method, source=labelled.source)
+                                   pdf_method=pdf_method, source=labelled.source,
+                                   check=checked)
     for name, m in section["metrics"].items():
         b, a = m["before"], m["after"]
         if "ece" in b:
@@ -96,6 +105,12 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
         else:
             log(f"{card['name']}/{name}: n={b['n']} PIT KS {b['pit_ks']:.4f} -> "
                 f"{a['pit_ks']:.4f}, CRPS {b['crps']:.4f} -> {a['crps']:.4f}")
+        for test in ("em_self_test", "em_transfer_test"):
+            if test in m:
+                t = m[test]
+                log(f"{card['name']}/{name}: {test.replace('_', ' ')} "
+                    f"{'passed' if t['ok'] else 'FAILED'} (error {t['error']:.4f}, "
+                    f"tolerance {t['tolerance']:.4f}, n {t['n']})")
     card = dict(card)
     card["calibration"] = section
     return _write(card, src, out, log)

@@ -10,10 +10,11 @@ the photo-z PDF) the survey catalog gets, besides the ``_raw`` columns of the ti
     The calibrated probabilities prior-corrected (:func:`tilecat.priors.formula.correct`)
     to the survey's priors: given in ``survey.priors``, else estimated by EM over all
     tiles (:mod:`tilecat.priors.em`), else (``aggregate.estimate_priors: false``, or a
-    group without a passed EM self-test in its model card) the priors of the
-    calibrated outputs, which leaves ``_post`` equal to ``_cal``. ``P_T`` is the
-    training prior of the card, or the labelled set's class fractions for calibration
-    maps that set the class balance (:func:`tilecat.calibrate.card.card_priors`).
+    group without a passed EM self-test in its model card, or with a failed EM transfer
+    test) the priors of the calibrated outputs, which leaves ``_post`` equal to
+    ``_cal``. ``P_T`` is the training prior of the card, or the labelled set's class
+    fractions for calibration maps that set the class balance
+    (:func:`tilecat.calibrate.card.card_priors`).
 
 For photo-z the list columns are ``z_pdf`` (raw), ``z_pdf_cal`` and ``z_pdf_post``, and
 the summary statistics of the corrected PDF are ``z_mean_post``, ``z_median_post``,
@@ -81,6 +82,9 @@ class Correction:
     self_tests : dict
         Group name -> the card's EM self-test (:mod:`tilecat.calibrate.selftest`); EM
         runs only on groups that passed it (``aggregate.em_require_self_test``).
+    transfer_tests : dict
+        Group name -> the card's EM transfer test (a check set in other observing
+        conditions), where the card has one; EM runs only on groups that passed it too.
     result : EMResult or None
         Set by :meth:`estimate`.
     """
@@ -93,6 +97,7 @@ class Correction:
     em_tol: float = 1e-6
     em_max_iter: int = 1000
     self_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transfer_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     result: EMResult | None = None
 
     # ----------------------------------------------------------------- columns
@@ -205,6 +210,8 @@ class Correction:
                 entry["labels"] = "bin centres of tilecat.z_grid"
             if g.name in self.self_tests:
                 entry["em_self_test"] = self.self_tests[g.name]
+            if g.name in self.transfer_tests:
+                entry["em_transfer_test"] = self.transfer_tests[g.name]
             if pg.parents:
                 entry["applies_when"] = [[p, [self._labels(p)[i] for i in idx]]
                                          for p, idx in pg.parents]
@@ -231,6 +238,9 @@ class Correction:
                     "or EM disabled")
         if not test.get("ok"):
             return "training: EM self-test failed on the calibration set"
+        transfer = self.transfer_tests.get(pg.name)
+        if transfer is not None and not transfer.get("ok"):
+            return "training: EM transfer test failed on the check set (other conditions)"
         return "training: EM disabled (aggregate.estimate_priors)"
 
     def _labels(self, name: str) -> tuple[str, ...]:
@@ -279,6 +289,7 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
     calibrators: dict[str, Calibrator] = {}
     cal_priors: dict[str, np.ndarray] = {}
     self_tests: dict[str, dict[str, Any]] = {}
+    transfer_tests: dict[str, dict[str, Any]] = {}
     info: dict[str, dict[str, Any]] = {}
     grid = None
     for m in sorted(models, key=lambda m: MODELS.index(m["name"])):
@@ -308,6 +319,8 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
         for name, metrics in (section.get("metrics") or {}).items():
             if "em_self_test" in metrics:
                 self_tests[name] = metrics["em_self_test"]
+            if "em_transfer_test" in metrics:
+                transfer_tests[name] = metrics["em_transfer_test"]
         info[m["name"]] = {"version": card.get("version"), "sha256": card.get("sha256"),
                            "method": section.get("method", "none"),
                            "pdf_method": section.get("pdf_method"),
@@ -329,11 +342,13 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
             path = path_indices(GALAXY_PATH, answers) if "t" in answers else ()
         else:
             path = parents(g.name, answers)
-        trusted = not require or self_tests.get(g.name, {}).get("ok") is True
+        trusted = not require or (self_tests.get(g.name, {}).get("ok") is True
+                                  and transfer_tests.get(g.name, {}).get("ok", True) is True)
         pgroups.append(PriorGroup(g.name, g.labels, g.prior_train, given.get(g.name),
                                   estimate and trusted, path,
                                   int(acfg.get("nz_smooth", 1)) if g.list_column else 0,
                                   float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH))))
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),
-                      em_max_iter=int(acfg.get("em_max_iter", 1000)), self_tests=self_tests)
+                      em_max_iter=int(acfg.get("em_max_iter", 1000)), self_tests=self_tests,
+                      transfer_tests=transfer_tests)

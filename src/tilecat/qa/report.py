@@ -136,16 +136,21 @@ def _priors(table: Any) -> Section:
             us = ", ".join(f"{a} {v:.3f}" for a, v in zip(g["labels"], g["used"]))
         else:
             tr, us = "N(z) (see photo-z section)", "N(z) (see photo-z section)"
-        st = g.get("em_self_test")
-        test = ("" if not st else
-                f"{'passed' if st['ok'] else 'FAILED'}: error {st['error']:.3f} "
-                f"(tolerance {st['tolerance']:.3f}, n {st['n']})")
-        rows.append([name, g["source"], g.get("n_eff"), tr, us, test])
+        tests = []
+        for key, what in (("em_self_test", "self-test"), ("em_transfer_test", "transfer")):
+            st = g.get(key)
+            if st:
+                tests.append(f"{what} {'passed' if st['ok'] else 'FAILED'}: error "
+                             f"{st['error']:.3f} (tolerance {st['tolerance']:.3f}, n {st['n']})")
+        rows.append([name, g["source"], g.get("n_eff"), tr, us, "; ".join(tests)])
     s.add(table_html(["group", "source", "objects (weighted)", "prior of calibrated outputs",
-                      "prior used", "EM self-test (calibration set)"], rows, left=2))
+                      "prior used", "EM self-test (calibration set) / transfer test"], rows,
+                     left=2))
     s.add(note_html("EM self-test: the calibration map is fitted on half of the model's "
                     "labelled calibration set and EM run on the other half, which has a known "
-                    "class mix; groups failing it are not corrected by EM "
+                    "class mix; transfer test (when the card has one): the map fitted on the "
+                    "whole calibration set, EM run on a labelled check set observed in other "
+                    "conditions. Groups failing either are not corrected by EM "
                     "(aggregate.em_require_self_test)."))
     em = meta.get("em")
     if em and em.get("log"):
