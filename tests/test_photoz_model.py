@@ -204,3 +204,99 @@ def test_degrade_blur_conserves_flux():
     torch.testing.assert_close(f.sum(dim=(2, 3)), torch.full((4, 4), 1e4, dtype=torch.float64),
                                rtol=1.5e-2, atol=0)  # + re-added unit noise
     assert float(f.amax(dim=(2, 3)).min()) < 1e4  # it was blurred
+
+
+def test_sky_offset_shifts_flux_and_keeps_masked_pixels():
+    from tilecat.photoz.augment import sky_offset
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.asinh(torch.randn(50, 4, SIZE, SIZE, generator=gen))
+    x[:, 2, :4, :] = 0.0  # masked rows
+    y = sky_offset(x, gen, prob=1.0, scale=0.5)
+    assert torch.all(y[:, 2, :4, :] == 0)
+    d = (torch.sinh(y.double()) - torch.sinh(x.double()))[:, :, 8:, :]
+    # one constant per stamp and band, spread ~ scale
+    torch.testing.assert_close(d.amax(dim=(2, 3)), d.amin(dim=(2, 3)), atol=1e-4, rtol=1e-4)
+    assert 0.3 < float(d.mean(dim=(2, 3)).std()) < 0.7
+    assert torch.equal(sky_offset(x, gen, prob=0.0), x)
+
+
+def test_mask_regions_zero_edges_and_defects():
+    from tilecat.photoz.augment import mask_regions
+
+    x = torch.ones(40, 4, SIZE, SIZE)
+    y = mask_regions(x, torch.Generator().manual_seed(5), prob_edge=1.0, prob_defect=0.0)
+    zero = y == 0
+    assert torch.all(zero.all(dim=1) == zero.any(dim=1))  # edges: every band at once
+    assert torch.all(zero.any(dim=(1, 2, 3)))
+    assert torch.all(~zero[:, :, SIZE // 2, SIZE // 2])  # never the centre (>= 6 px away)
+    y = mask_regions(x, torch.Generator().manual_seed(5), prob_edge=0.0, prob_defect=1.0)
+    zero = y == 0
+    assert torch.all(zero.any(dim=(1, 2, 3)))
+    assert bool((zero.any(dim=(2, 3)).sum(1) < 4).any())  # defects: band by band
+    y2 = mask_regions(x, torch.Generator().manual_seed(5), prob_edge=0.0, prob_defect=1.0)
+    assert torch.equal(y, y2)  # seeded
+    assert torch.equal(mask_regions(x, torch.Generator(), 0.0, 0.0), x)
+
+
+def test_mask_features_fill_masked_pixels_with_the_aperture_mean():
+    """A flat source with the left half masked in r: the mean-filled aperture fluxes equal
+    the unmasked ones and the masked fractions are those of the apertures' weights."""
+    from tilecat.photoz.model import PhotoFeatures
+    from tilecat.photoz.photometry import aperture_weights
+
+    radii = [2.0, 4.0, 8.0]
+    x = torch.full((1, 4, SIZE, SIZE), float(np.arcsinh(5.0)))
+    xm = x.clone()
+    xm[0, 1, :, :SIZE // 2] = 0.0
+    s = torch.full((1, 4), 0.01)
+    pf = PhotoFeatures(4, SIZE, radii, ref=1, use_mask=True)
+    f, fm = pf.raw(x, s), pf.raw(xm, s)
+    a = pf.n_ap
+    torch.testing.assert_close(fm[:, :a], f[:, :a], atol=1e-4, rtol=0)  # r magnitudes
+    w = aperture_weights(SIZE, radii).astype(np.float64)
+    expect = w[:, :, :SIZE // 2].sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+    masked = fm[0, pf.mask_slice].reshape(4, a)
+    assert torch.all(masked[[0, 2, 3]] == 0)
+    np.testing.assert_allclose(masked[1].numpy(), expect, atol=1e-5)
+    assert float(f[0, pf.mask_slice].abs().max()) == 0.0
+    # without the correction the masked r band looks fainter
+    pf0 = PhotoFeatures(4, SIZE, radii, ref=1, use_mask=False)
+    assert torch.all(pf0.raw(xm, s)[:, :a] > pf0.raw(x, s)[:, :a] + 0.3)
+
+
+def test_old_cards_build_without_mask_features():
+    m_old = build(_card())  # no arch in the card: the defaults of cards before use_mask
+    card = {**_card(), "arch": {"use_mask": True}}
+    m_new = build(card)
+    assert not m_old.net.photo.use_mask and m_new.net.photo.use_mask
+    assert m_new.net.photo.n_features == m_old.net.photo.n_features + 4 * m_old.net.photo.n_ap
+
+
+def test_degrade_moffat_kernel_gives_a_broader_moffat():
+    """kernel='moffat' turns a Moffat PSF into the Moffat of the new FWHM (same beta), keeps
+    the flux, and leaves unit background noise in units of the new sigma."""
+    from tilecat.photoz.augment import degrade
+    from tilecat.simulate.kspace import moffat_image
+
+    size, f1, beta = 48, 1.2, 3.5
+    star = torch.from_numpy(moffat_image(size, 0.262, f1, beta)).float() * 1e5
+    x = torch.asinh(star[None, None].expand(3, 4, size, size))
+    gen = torch.Generator().manual_seed(0)
+    y, _, p2 = degrade(x, torch.full((3, 4), 0.01), gen, prob=1.0,
+                       max_noise_factor=1.0 + 1e-9, max_blur_fwhm=8.0,
+                       psf_fwhm=torch.full((3, 4), f1), pixel_scale=0.262, kernel="moffat",
+                       beta_range=(beta, beta))
+    f = torch.sinh(y.double())
+    torch.testing.assert_close(f.sum(dim=(2, 3)), torch.full((3, 4), 1e5, dtype=torch.float64),
+                               rtol=1e-2, atol=0)
+    assert float(p2.min()) > f1
+    for i in range(3):
+        want = moffat_image(size, 0.262, float(p2[i, 0]), beta) * 1e5
+        assert np.abs(f[i, 0].numpy() - want).max() < 0.01 * want.max()
+    noise = torch.asinh(torch.randn(100, 4, size, size, generator=gen))
+    y, _, _ = degrade(noise, torch.full((100, 4), 0.01), gen, prob=1.0, max_noise_factor=2.0,
+                      max_blur_fwhm=8.0, psf_fwhm=torch.full((100, 4), f1), kernel="moffat")
+    assert abs(float(torch.sinh(y).std(dim=(2, 3)).mean()) - 1.0) < 0.05
+    with pytest.raises(ValueError, match="PSF FWHM"):
+        degrade(x, torch.full((3, 4), 0.01), gen, prob=1.0, kernel="moffat")

@@ -184,7 +184,10 @@ def test_train_photoz_smoke(tmp_path):
         "kind": "galaxy", "n": 80, "seed": 102, "heldout": False,
         "config": "sim/parametric.yaml"}
     parts = {p["path"]: p["population"] for p in card["training"]["data"]["parts"]}
-    assert parts == {"train-empirical.zarr": "empirical", "train-parametric.zarr": "parametric"}
+    assert parts == {"train-empirical.zarr": "empirical", "train-parametric.zarr": "parametric",
+                     **{f"galaxy-train-{k}.zarr": "empirical" for k in range(4)},
+                     "train-parametric-2.zarr": "parametric",
+                     "train-parametric-bright.zarr": "parametric"}
 
     store = set_path(work, "heldout-parametric", SCALE)
     spec = recipe.sets["heldout-parametric"].scaled(SCALE)

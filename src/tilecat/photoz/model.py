@@ -9,7 +9,10 @@ known without ``sigma``. For each band and aperture radius the network gets the
 asinh magnitude (softened by the aperture noise), adjacent colours, the noise
 itself and (``use_psf``) the PSF FWHM of each band, since aperture colours depend on
 the seeing in each band (:class:`PhotoFeatures`; fixed aperture kernels applied as a
-grouped convolution, so the result is batch-invariant).
+grouped convolution, so the result is batch-invariant). With ``use_mask`` the
+features know about masked pixels (exactly 0 in the cutouts: defects, outside the
+image): each aperture flux is divided by the unmasked fraction of the aperture
+(masked pixels filled with the aperture's mean) and that fraction is a feature too.
 
 :class:`PhotoZModule` is the inference module: ``(stamps, sigma[, psf_fwhm]) -> PDF
 (N, K)``, the softmax of the logits divided by a temperature fitted on validation data.
@@ -39,6 +42,7 @@ DEFAULT_ARCH: dict[str, Any] = {
     "hidden": 192,
     "dropout": 0.1,
     "use_psf": True,
+    "use_mask": True,
 }
 _PREF = 2.5 / float(np.log(10.0))
 
@@ -57,18 +61,22 @@ class PhotoFeatures(nn.Module):
         Index of the band whose magnitudes are given (colours give the others).
     use_psf : bool
         Also take the PSF FWHM of each band.
+    use_mask : bool
+        Correct aperture fluxes for masked pixels (exactly 0) and give the masked
+        fraction of every aperture.
 
     Notes
     -----
-    Output ``(N, A + (B - 1) A + B [+ B])``: the reference band's asinh magnitudes in
-    the ``A`` apertures, adjacent-band colours per aperture, ln of each band's
-    background noise (nanomaggies) [and ln of each band's PSF FWHM (arcsec)],
-    standardised with the training set's mean and standard deviation (buffers
-    ``mean``/``std``).
+    Output ``(N, A + (B - 1) A + B [+ B] [+ B A])``: the reference band's asinh
+    magnitudes in the ``A`` apertures, adjacent-band colours per aperture, ln of each
+    band's background noise (nanomaggies) [and ln of each band's PSF FWHM (arcsec)]
+    [and the masked fraction of each band's apertures], standardised with the training
+    set's mean and standard deviation (buffers ``mean``/``std``; the masked fractions
+    are left as they are, mean 0 and std 1).
     """
 
     def __init__(self, n_band: int, size: int, radii: Any, ref: int,
-                 use_psf: bool = False) -> None:
+                 use_psf: bool = False, use_mask: bool = False) -> None:
         super().__init__()
         w = aperture_weights(size, list(radii))  # (A, S, S)
         a = w.shape[0]
@@ -80,8 +88,12 @@ class PhotoFeatures(nn.Module):
         noise = np.sqrt((w.astype(np.float64) ** 2).sum(axis=(1, 2)))
         self.register_buffer("ln_noise", torch.from_numpy(np.log(noise).astype(np.float32)),
                              persistent=False)
+        self.register_buffer("area", torch.from_numpy(
+            w.astype(np.float64).sum(axis=(1, 2)).astype(np.float32)), persistent=False)
         self.use_psf = bool(use_psf)
-        self.n_features = a + (n_band - 1) * a + n_band * (2 if self.use_psf else 1)
+        self.use_mask = bool(use_mask)
+        self.n_features = (a + (n_band - 1) * a + n_band * (2 if self.use_psf else 1)
+                           + (n_band * a if self.use_mask else 0))
         self.register_buffer("mean", torch.zeros(self.n_features))
         self.register_buffer("std", torch.ones(self.n_features))
 
@@ -96,6 +108,13 @@ class PhotoFeatures(nn.Module):
         f = nn.functional.conv2d(torch.sinh(x.float()), self.kernel.to(x.device),
                                  groups=self.n_band)  # flux / sigma, (N, B*A, 1, 1)
         f = f.reshape(n, self.n_band, self.n_ap)
+        masked = None
+        if self.use_mask:
+            valid = nn.functional.conv2d((x != 0).float(), self.kernel.to(x.device),
+                                         groups=self.n_band).reshape(n, self.n_band, self.n_ap)
+            valid = (valid / self.area).clamp(0.0, 1.0)  # unmasked fraction of each aperture
+            f = f / valid.clamp_min(0.1)
+            masked = 1.0 - valid
         ln_b = torch.log(sigma.float().clamp_min(1e-30))[:, :, None] + self.ln_noise
         # luptitude with the aperture noise b as softening: F / b = f / noise
         lup = ZEROPOINT - _PREF * (torch.asinh(f / (2.0 * torch.exp(self.ln_noise))) + ln_b)
@@ -105,7 +124,15 @@ class PhotoFeatures(nn.Module):
             if psf_fwhm is None:
                 raise ValueError("this photo-z network needs the PSF FWHM of each band")
             parts.append(torch.log(psf_fwhm.float().clamp_min(1e-3)))
+        if masked is not None:
+            parts.append(masked.reshape(n, -1))
         return torch.cat(parts, dim=1)
+
+    @property
+    def mask_slice(self) -> slice:
+        """Positions of the masked-fraction features (empty without ``use_mask``)."""
+        k = self.n_band * self.n_ap if self.use_mask else 0
+        return slice(self.n_features - k, self.n_features)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor,
                 psf_fwhm: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,7 +161,8 @@ class PhotoZNet(nn.Module):
         super().__init__()
         a = {**DEFAULT_ARCH, **(arch or {})}
         self.trunk = Trunk(n_band, a["widths"], a["strides"], a["kernels"])
-        self.photo = PhotoFeatures(n_band, size, a["radii"], ref, bool(a["use_psf"]))
+        self.photo = PhotoFeatures(n_band, size, a["radii"], ref, bool(a["use_psf"]),
+                                   bool(a.get("use_mask", False)))
         h = int(a["hidden"])
         self.fc1 = BatchInvariantLinear(self.trunk.n_features + self.photo.n_features, h)
         self.fc2 = BatchInvariantLinear(h, h)
@@ -187,5 +215,6 @@ def build(card: dict[str, Any]) -> PhotoZModule:
     ref = bands.index("r") if "r" in bands else len(bands) // 2
     arch = dict(card.get("arch") or {})
     arch.setdefault("use_psf", False)  # cards written before the PSF input existed
+    arch.setdefault("use_mask", False)  # cards written before the mask features existed
     net = PhotoZNet(len(bands), int(card["input"]["stamp_size"]), int(grid.n_bins), arch, ref)
     return PhotoZModule(net, len(bands))

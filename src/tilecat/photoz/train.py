@@ -2,10 +2,13 @@
 
 Recipe: cross-entropy of the softmax over the redshift bins against *two-hot*
 targets (each true z split linearly between its two nearest bin centres, so the
-target's mean is z exactly), AdamW with a one-cycle learning rate, D4 augmentation
-about the centre pixel (photometry is invariant), the weights of the epoch with the
-best validation loss kept, then a softmax temperature fitted on the validation set
-(minimum NLL) to calibrate the PDFs. The training-set N(z) on the bin grid is stored
+target's mean is z exactly), AdamW with a one-cycle learning rate, augmentations
+(worse observing conditions, sky-subtraction errors, masked pixels and image edges as
+in the pipeline's cutouts, then D4 about the centre pixel: photometry is invariant),
+the weights of the epoch with the best validation loss kept, then a softmax
+temperature fitted on the validation set (minimum NLL; the validation stamps get the
+same augmentations, drawn once, when ``temperature_on="augmented"``) to calibrate
+the PDFs. The training-set N(z) on the bin grid is stored
 in the card as the prior ``P_T`` (for prior correction at the aggregate step).
 """
 
@@ -27,7 +30,8 @@ __all__ = ["train_photoz", "predict_pdf", "fit_temperature", "evaluate", "VERSIO
 VERSION = "1"
 
 #: default observing-condition augmentation (:func:`tilecat.photoz.augment.degrade`)
-DEFAULT_DEGRADE: dict[str, float] = {"prob": 0.6, "max_noise_factor": 2.5, "max_blur_fwhm": 9.0}
+DEFAULT_DEGRADE: dict[str, Any] = {"prob": 0.6, "max_noise_factor": 2.5, "max_blur_fwhm": 9.0,
+                                   "kernel": "moffat"}
 
 
 def _psf_arg(psf: np.ndarray | None, i: int, batch_size: int) -> Any:
@@ -122,6 +126,18 @@ def _provenance(attrs: dict[str, Any], paths: Any, n: int) -> dict[str, Any]:
     return {"path": names, "n_galaxies": int(n), **keep}
 
 
+def _augment(x: Any, sig: Any, p: Any, gen: Any, degrade: dict[str, Any],
+             sky: dict[str, float], mask: dict[str, float], pixel_scale: float) -> Any:
+    """The training augmentations in pipeline order: conditions, sky error, masks."""
+    from .augment import degrade as degrade_fn
+    from .augment import mask_regions, sky_offset
+
+    x, sig, p = degrade_fn(x, sig, gen, **degrade, psf_fwhm=p, pixel_scale=pixel_scale)
+    x = sky_offset(x, gen, **sky)
+    x = mask_regions(x, gen, **mask)
+    return x, sig, p
+
+
 def train_photoz(
     train: str | Path | Sequence[str | Path],
     out_dir: str | Path,
@@ -137,7 +153,10 @@ def train_photoz(
     val_fraction: float = 0.1,
     limit: int | None = None,
     arch: dict[str, Any] | None = None,
-    degrade: dict[str, float] | None = None,
+    degrade: dict[str, Any] | None = None,
+    sky: dict[str, float] | None = None,
+    mask: dict[str, float] | None = None,
+    temperature_on: str = "clean",
     recipe: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -165,7 +184,17 @@ def train_photoz(
         Overrides of :data:`tilecat.photoz.model.DEFAULT_ARCH`.
     degrade : dict, optional
         Arguments of :func:`tilecat.photoz.augment.degrade` (default
-        :data:`DEFAULT_DEGRADE`; ``{"prob": 0}`` turns it off).
+        :data:`DEFAULT_DEGRADE`; ``{"prob": 0}`` turns it off). The Moffat kernel needs
+        the PSF input (``arch["use_psf"]``); without it Gaussians are used.
+    sky : dict, optional
+        Arguments of :func:`tilecat.photoz.augment.sky_offset` (default
+        :data:`tilecat.photoz.augment.DEFAULT_SKY`; ``{"prob": 0}`` turns it off).
+    mask : dict, optional
+        Arguments of :func:`tilecat.photoz.augment.mask_regions` (default
+        :data:`tilecat.photoz.augment.DEFAULT_MASK`).
+    temperature_on : {"clean", "augmented"}
+        Fit the softmax temperature on the validation stamps as simulated, or on the
+        validation stamps through the training augmentations (drawn once, seeded).
     recipe : str, optional
         How the training data were made (command lines), recorded in the card.
     log : callable
@@ -179,7 +208,7 @@ def train_photoz(
     import torch
 
     from ..models import save_model
-    from .augment import d4_centred, degrade as degrade_fn
+    from .augment import DEFAULT_MASK, DEFAULT_SKY, d4_centred
     from .data import load_photoz_sets
     from .model import DEFAULT_ARCH, PhotoZModule, PhotoZNet
 
@@ -194,6 +223,10 @@ def train_photoz(
     log(f"photo-z training set: {n} galaxies ({len(tr)} train, {len(va)} validation)")
     arch = {**DEFAULT_ARCH, **(arch or {})}
     degrade = {**DEFAULT_DEGRADE, **(degrade or {})}
+    sky = {**DEFAULT_SKY, **(sky or {})}
+    mask = {**DEFAULT_MASK, **(mask or {})}
+    if temperature_on not in ("clean", "augmented"):
+        raise ValueError(f"temperature_on must be 'clean' or 'augmented', not {temperature_on!r}")
     gen = torch.Generator().manual_seed(int(seed))
     bands = list(data.bands)
     ref = bands.index("r") if "r" in bands else len(bands) // 2
@@ -203,6 +236,9 @@ def train_photoz(
         raise InputError("-", str(train), "the stamp sets have no psf_fwhm(object, band); "
                                           "train with arch={'use_psf': False}")
     psf = data.psf_fwhm if arch["use_psf"] else None
+    if psf is None and degrade.get("kernel") == "moffat":
+        log("no PSF input: the observing-condition augmentation blurs with Gaussians")
+        degrade["kernel"] = "gaussian"
     net = PhotoZNet(len(bands), data.stamps.shape[-1], grid.n_bins, arch, ref)
     # standardise the photometric features with the training set's statistics
     with torch.inference_mode():
@@ -213,6 +249,8 @@ def train_photoz(
                            for i in range(0, len(tr), 512)])
     net.photo.mean.copy_(feats.mean(0))
     net.photo.std.copy_(feats.std(0).clamp_min(1e-3))
+    net.photo.mean[net.photo.mask_slice] = 0.0  # masked fractions: as they are
+    net.photo.std[net.photo.mask_slice] = 1.0
     targets = grid.two_hot(data.z).astype(np.float32)
     net = net.to(memory_format=torch.channels_last)
     steps = max(1, len(tr) // batch_size)
@@ -230,10 +268,10 @@ def train_photoz(
         total = 0.0
         for step in range(steps):
             idx = np.sort(order[step * batch_size:(step + 1) * batch_size])
-            x, sig, p = degrade_fn(torch.from_numpy(data.stamps[idx]),
-                                   torch.from_numpy(data.sigma[idx]), gen, **degrade,
-                                   psf_fwhm=None if psf is None else torch.from_numpy(psf[idx]),
-                                   pixel_scale=float(data.pixel_scale))
+            x, sig, p = _augment(torch.from_numpy(data.stamps[idx]),
+                                 torch.from_numpy(data.sigma[idx]),
+                                 None if psf is None else torch.from_numpy(psf[idx]), gen,
+                                 degrade, sky, mask, float(data.pixel_scale))
             x = d4_centred(x, int(rng.integers(8))).contiguous(memory_format=torch.channels_last)
             logp = torch.log_softmax(net(x, sig, p), dim=1)
             loss = -(torch.from_numpy(targets[idx]) * logp).sum(1).mean()
@@ -253,9 +291,17 @@ def train_photoz(
             best, best_state = val, copy.deepcopy(net.state_dict())
     net.load_state_dict(best_state)
     net.eval()
-    temperature = fit_temperature(_logits(net, data.stamps[va], data.sigma[va],
-                                          None if psf is None else psf[va]), tgt_va)
-    log(f"softmax temperature fitted on validation: {temperature:.2f}")
+    t_stamps, t_sigma, t_psf = data.stamps[va], data.sigma[va], None if psf is None else psf[va]
+    if temperature_on == "augmented":
+        g_t = torch.Generator().manual_seed(int(seed) + 1)
+        with torch.inference_mode():
+            xt, st, pt = _augment(torch.from_numpy(t_stamps), torch.from_numpy(t_sigma),
+                                  None if t_psf is None else torch.from_numpy(t_psf), g_t,
+                                  degrade, sky, mask, float(data.pixel_scale))
+        t_stamps, t_sigma = xt.numpy(), st.numpy()
+        t_psf = None if pt is None else pt.numpy()
+    temperature = fit_temperature(_logits(net, t_stamps, t_sigma, t_psf), tgt_va)
+    log(f"softmax temperature fitted on {temperature_on} validation: {temperature:.2f}")
     module = PhotoZModule(net, len(bands))
     module.temperature.fill_(temperature)
     module.eval()
@@ -281,8 +327,10 @@ def train_photoz(
         "version": VERSION,
         "task": "photometric redshift: binned PDF over a fixed redshift grid",
         "architecture": "PhotoZNet: conv trunk (tilecat.morphology.net.Trunk) features "
-                        "concatenated with aperture asinh magnitudes, colours and ln noise "
-                        "computed from (stamps, sigma), MLP -> softmax over bins / temperature",
+                        "concatenated with aperture asinh magnitudes, colours, ln noise, ln PSF "
+                        "FWHM and masked aperture fractions (arch use_psf / use_mask) "
+                        "computed from (stamps, sigma, psf_fwhm), MLP -> softmax over bins / "
+                        "temperature",
         "reference": "Pasquet et al. 2019, A&A 621, A26",
         "arch": arch,
         "input": {
@@ -308,11 +356,16 @@ def train_photoz(
             "optimizer": "AdamW, one-cycle lr (15% warm-up)",
             "loss": "cross-entropy against two-hot targets (linear split between the two "
                     "nearest bin centres)",
-            "augmentation": "dihedral D4 about the centre pixel; observing conditions "
-                            f"(tilecat.photoz.augment.degrade {degrade}): extra Gaussian blur "
-                            "and noise, per band",
+            "augmentation": "observing conditions (tilecat.photoz.augment.degrade "
+                            f"{degrade}): extra blur (the PSF made a broader Moffat, or a "
+                            "Gaussian added) and noise, per band; sky "
+                            f"errors (tilecat.photoz.augment.sky_offset {sky}); masked "
+                            f"pixels and image edges (tilecat.photoz.augment.mask_regions "
+                            f"{mask}); dihedral D4 about the centre pixel",
             "val_fraction": val_fraction, "history": history,
-            "calibration": "softmax temperature minimising validation cross-entropy",
+            "calibration": f"softmax temperature minimising the cross-entropy on the "
+                           f"{temperature_on} validation stamps",
+            "temperature_on": temperature_on,
         },
         "evaluation": {
             "set": ev_name,
