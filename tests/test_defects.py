@@ -14,6 +14,8 @@ from tilecat.simulate.defects import (
 )
 
 SIGMA = 0.01
+SKY = 0.6        # sky level subtracted from the image (60 sigma)
+READ = 0.002     # read noise (flux units)
 SAT = 50.0
 SHAPE = (300, 280)
 
@@ -40,7 +42,7 @@ HEAVY = DefectRates(cosmic_ray_per_mpix=800, hot_pixel_per_mpix=300, hot_column_
 def _inject(seed: int, rates: DefectRates = HEAVY, star: bool = True):
     img, iv, stars = _scene(seed, star)
     res = inject_defects(img, iv, np.random.default_rng(seed + 100), rates, pixscale=0.262,
-                         sky_sigma=SIGMA, saturation_level=SAT, psf_fwhm_pix=4.0,
+                         sky_sigma=SIGMA, sky_level=SKY, read_sigma=READ, saturation_level=SAT, psf_fwhm_pix=4.0,
                          bright_star_xy=stars)
     return img, iv, res
 
@@ -96,7 +98,7 @@ def test_deterministic():
 def test_zero_rates_change_nothing():
     img, iv, _ = _scene(3, star=False)
     res = inject_defects(img, iv, np.random.default_rng(0), DefectRates.none(), pixscale=0.262,
-                         sky_sigma=SIGMA, saturation_level=SAT, psf_fwhm_pix=4.0)
+                         sky_sigma=SIGMA, sky_level=SKY, read_sigma=READ, saturation_level=SAT, psf_fwhm_pix=4.0)
     np.testing.assert_array_equal(res.image, img)
     np.testing.assert_array_equal(res.invvar, iv)
     assert not res.truth.any() and not res.dq.any()
@@ -107,7 +109,7 @@ def test_saturation_clips_and_bleed_conserves_charge():
     total_in = float(img.astype(np.float64).sum())
     assert img.max() > SAT * 5
     res = inject_defects(img, iv, np.random.default_rng(1), DefectRates.none(), pixscale=0.262,
-                         sky_sigma=SIGMA, saturation_level=SAT, psf_fwhm_pix=4.0,
+                         sky_sigma=SIGMA, sky_level=SKY, read_sigma=READ, saturation_level=SAT, psf_fwhm_pix=4.0,
                          bright_star_xy=stars)
     assert res.image.max() <= np.float32(SAT)
     sat = (res.truth & bit("saturated")) != 0
@@ -141,7 +143,7 @@ def test_cosmic_rays_are_sharp_and_in_truth_only():
                                          dead_column_per_tile=0, trail_per_tile=0,
                                          persistence_per_tile=0)
     res = inject_defects(img, iv, np.random.default_rng(2), rates, pixscale=0.262,
-                         sky_sigma=SIGMA, saturation_level=np.inf, psf_fwhm_pix=4.0)
+                         sky_sigma=SIGMA, sky_level=SKY, read_sigma=READ, saturation_level=np.inf, psf_fwhm_pix=4.0)
     cr = (res.truth & bit("cosmic_ray")) != 0
     assert cr.any() and not res.dq.any()
     kinds = {k: v for k, v in res.counts.items() if k.startswith("cosmic_ray_")}
@@ -152,3 +154,63 @@ def test_cosmic_rays_are_sharp_and_in_truth_only():
     y0, x0 = max(y - 1, 0), max(x - 1, 0)
     box = delta[y0:y + 2, x0:x + 2]
     assert delta[y, x] > 2 * (box.sum() - delta[y, x]) / (box.size - 1)
+
+
+def test_dead_pixels_collect_no_charge():
+    """A dead pixel/column collects neither sky nor sources: in the sky-subtracted
+    image it reads -sky (plus read noise), far below the background."""
+    img, iv, stars = _scene(4)
+    rates = DefectRates.none().__class__(
+        cosmic_ray_per_mpix=0, hot_pixel_per_mpix=0, hot_column_per_tile=0,
+        dead_pixel_per_mpix=2000, dead_column_per_tile=3, trail_per_tile=0,
+        persistence_per_tile=0)
+    res = inject_defects(img, iv, np.random.default_rng(3), rates, pixscale=0.262,
+                         sky_sigma=SIGMA, sky_level=SKY, read_sigma=READ, saturation_level=SAT,
+                         psf_fwhm_pix=4.0, bright_star_xy=stars)
+    dead = (res.truth & bit("dead")) != 0
+    assert res.counts["dead_pixel"] > 50 and res.counts["dead_column"] > 0
+    assert dead.sum() > res.counts["dead_pixel"]          # columns too
+    v = res.image[dead].astype(np.float64) + SKY
+    assert abs(v.mean()) < 3 * READ / np.sqrt(v.size) + 1e-6
+    assert 0.8 * READ < v.std() < 1.2 * READ
+    # even on the bright star the dead pixels read -sky
+    assert res.image[dead].max() < -SKY + 6 * READ
+    # without read noise exactly -sky
+    res0 = inject_defects(img, iv, np.random.default_rng(3), rates, pixscale=0.262,
+                          sky_sigma=SIGMA, sky_level=SKY, saturation_level=SAT,
+                          psf_fwhm_pix=4.0, bright_star_xy=stars)
+    np.testing.assert_array_equal(res0.image[dead], np.float32(-SKY))
+    with pytest.raises(ValueError, match="sky_level"):
+        inject_defects(img, iv, 0, rates, pixscale=0.262, sky_sigma=SIGMA, sky_level=-1.0,
+                       saturation_level=SAT, psf_fwhm_pix=4.0)
+
+
+def test_persistence_ghosts_are_thresholded_residuals():
+    """Ghosts of a star saturated in the previous exposure: compact support (exactly 0
+    where the previous fluence was below threshold), a plateau of at most 8 sky sigmas
+    over the saturated core, and a column-aligned ghost of its bleed trail."""
+    from tilecat.simulate.defects import _persistence_ghost
+
+    rng = np.random.default_rng(11)
+    shape = (200, 200)
+    elongated = flat = 0
+    for _ in range(40):
+        layer = _persistence_ghost(rng, shape, SIGMA, 4.0, [])
+        assert layer.dtype == np.float32 and (layer >= 0).all()
+        assert layer.max() <= 8 * SIGMA * 1.0001
+        on = layer > 0
+        if not on.any():
+            continue
+        # compact support: far fewer lit pixels than the image, nothing but the ghost
+        assert on.sum() < 0.5 * layer.size
+        # flat top: a saturated core sits at the plateau (pixels equal to the maximum)
+        flat += np.count_nonzero(layer >= layer.max() * 0.999) >= 3
+        rows = np.nonzero(on.any(axis=1))[0]
+        cols = np.nonzero(on.any(axis=0))[0]
+        if np.ptp(rows) > 2 * np.ptp(cols):
+            elongated += 1                    # a bleed-trail ghost runs along the columns
+    assert elongated >= 5 and flat >= 20
+    # deterministic
+    a = _persistence_ghost(np.random.default_rng(5), shape, SIGMA, 4.0, [(100.0, 100.0)])
+    b = _persistence_ghost(np.random.default_rng(5), shape, SIGMA, 4.0, [(100.0, 100.0)])
+    np.testing.assert_array_equal(a, b)

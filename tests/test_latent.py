@@ -15,8 +15,14 @@ from tilecat.errors import InputError  # noqa: E402
 from tilecat.infer import run_infer  # noqa: E402
 from tilecat.latent.anomalies import KINDS, inject  # noqa: E402
 from tilecat.latent.model import build  # noqa: E402
-from tilecat.latent.noise import asinh_variance, chi2_per_pixel  # noqa: E402
-from tilecat.latent.outlier import fit_gaussian, gaussian_to_card, mahalanobis  # noqa: E402
+from tilecat.latent.noise import asinh_variance, chi2_per_pixel, nll_per_stamp  # noqa: E402
+from tilecat.latent.outlier import (  # noqa: E402
+    combined_score,
+    fit_gaussian,
+    fit_standardisation,
+    gaussian_to_card,
+    mahalanobis,
+)
 from tilecat.latent.similar import similar  # noqa: E402
 from tilecat.latent.ssim import ssim, ssim_stamps  # noqa: E402
 from tilecat.models import save_model  # noqa: E402
@@ -55,6 +61,39 @@ def test_noise_model_limits():
     torch.testing.assert_close(chi2_per_pixel(x, r), torch.ones(2))
 
 
+def test_flux_likelihood_unbiased_on_noise():
+    rng = np.random.default_rng(0)
+    # sky: flux N(0, 1) about a zero model -> chi^2 per pixel 1 (flux), ~2.2 (asinh at x)
+    x = torch.from_numpy(np.arcsinh(rng.normal(size=(4, 4, 64, 64)))).float()
+    zero = torch.zeros_like(x)
+    assert float(chi2_per_pixel(x, zero, likelihood="flux").mean()) == pytest.approx(1.0, abs=0.03)
+    assert float(chi2_per_pixel(x, zero, likelihood="asinh").mean()) > 1.8
+    # a faint pixel (true S/N 2): the flux NLL of a constant model is least at the truth
+    s = 2.0 + rng.normal(size=(1, 1, 200, 200))
+    xs = torch.from_numpy(np.arcsinh(s)).float()
+    grid = np.linspace(1.0, 3.0, 41)
+    nll = [float(nll_per_stamp(xs, torch.full_like(xs, float(np.arcsinh(m))))[0]) for m in grid]
+    assert abs(grid[int(np.argmin(nll))] - 2.0) <= 0.1
+    # chi^2 with the fractional floor: 10% error on a bright pixel -> (0.1 / eps)^2
+    b = torch.full((1, 1, 2, 2), float(np.arcsinh(1e4)))
+    r = torch.full_like(b, float(np.arcsinh(1.1e4)))
+    assert float(chi2_per_pixel(b, r, 0.05, "flux")[0]) == pytest.approx(
+        (0.1e4) ** 2 / (1 + (0.05 * 1.1e4) ** 2), rel=1e-3)
+    # an unmodelled bright pixel: the chi^2 counts it against the background noise, the
+    # training loss at most (relative error / eps)^2 (floor at the observed flux)
+    z = torch.zeros_like(b)
+    assert float(chi2_per_pixel(b, z, 0.05, "flux")[0]) == pytest.approx(1e8, rel=1e-3)
+    assert float(nll_per_stamp(b, z, 0.05, "flux")[0]) == pytest.approx(
+        0.5 * 4 * 1e8 / (1 + (0.05 * 1e4) ** 2), rel=1e-3)
+    # "flux_model" (variance at the model, with its log term): on the sky = 0.5 sum s^2
+    torch.testing.assert_close(nll_per_stamp(x, zero, 0.05, "flux_model"),
+                               0.5 * (torch.sinh(x) ** 2).flatten(1).sum(1))
+    with pytest.raises(ValueError):
+        chi2_per_pixel(b, r, likelihood="poisson")
+    with pytest.raises(ValueError):
+        nll_per_stamp(b, r, likelihood="poisson")
+
+
 def test_encoding_deterministic_and_batch_invariant():
     torch.manual_seed(2)
     m = build(_card()).eval()
@@ -81,6 +120,34 @@ def test_mahalanobis_by_hand():
     assert np.mean(d**2) == pytest.approx(3.0, rel=0.05)  # chi^2 with 3 dof
     # a row's score does not depend on the other rows
     assert mahalanobis(z[:1], mean, cov)[0] == d[0]
+
+
+def test_combined_score_by_hand():
+    rng = np.random.default_rng(3)
+    d = np.exp(rng.normal(2.0, 0.1, 4000))
+    c = np.exp(rng.normal(0.5, 0.2, 4000))
+    st = fit_standardisation(d, c)
+    assert st["log_distance_median"] == pytest.approx(2.0, abs=0.01)
+    assert st["log_distance_sd"] == pytest.approx(0.1, rel=0.05)
+    assert st["log_chi2_sd"] == pytest.approx(0.2, rel=0.05)
+    exact = {"log_distance_median": 2.0, "log_distance_sd": 0.1,
+             "log_chi2_median": 0.5, "log_chi2_sd": 0.2}
+    # at both medians: p = 0.5 each, X = 4 ln 2, P = exp(-X/2)(1 + X/2)
+    x = 4 * np.log(2)
+    want = -np.log10(np.exp(-x / 2) * (1 + x / 2))
+    got = combined_score(np.array([np.exp(2.0)]), np.array([np.exp(0.5)]), exact)
+    assert got[0] == pytest.approx(want, rel=1e-9)
+    # 3 sigma above in chi^2 only, median distance
+    from scipy.stats import chi2, norm
+
+    p = norm.sf(3.0)
+    want3 = -np.log10(chi2.sf(-2 * (np.log(0.5) + np.log(p)), 4))
+    got3 = combined_score(np.array([np.exp(2.0)]), np.array([np.exp(0.5 + 0.6)]), exact)
+    assert got3[0] == pytest.approx(want3, rel=1e-6)
+    # monotone in each input, finite for extreme anomalies, row-independent
+    s = combined_score(np.exp([2.0, 2.3, 2.3, 50.0]), np.exp([0.5, 0.5, 1.5, 80.0]), exact)
+    assert s[0] < s[1] < s[2] < s[3] and np.isfinite(s[3])
+    assert combined_score(np.exp([2.3]), np.exp([1.5]), exact)[0] == s[2]
 
 
 # ---------------------------------------------------------------- SSIM
@@ -187,6 +254,31 @@ def test_engine_writes_latent_columns(tmp_path, model_dir):
     assert out["object_id"].to_numpy()[0] == ids[3] and "recon_chi2" in out.column_names
 
 
+def test_head_combined_score_from_card(tmp_path):
+    from tilecat.latent.head import HEAD, SCORE_COMBINED
+
+    torch.manual_seed(0)
+    card = {**_card(), "outlier_standardisation": {
+        "log_distance_median": 1.5, "log_distance_sd": 0.3,
+        "log_chi2_median": 0.1, "log_chi2_sd": 0.2}}
+    card["arch"] = {**ARCH, "likelihood": "flux"}
+    save_model(build(card), card, tmp_path / "m")
+    lh = HEAD.load({"infer": {"model_dirs": {"latent": str(tmp_path / "m")}}},
+                   torch.device("cpu"))
+    assert lh.module.likelihood == "flux"
+    assert [c.description for c in lh.columns if c.name == "latent_outlier_score"] == [
+        SCORE_COMBINED]
+    x = torch.randn(5, 4, SIZE, SIZE)
+    with torch.inference_mode():
+        raw = {k: v.numpy() for k, v in lh.module(x).items()}
+    out = HEAD.postprocess(raw, lh)
+    d = mahalanobis(raw["latent"], lh.extra["mean"], lh.extra["cov"])
+    np.testing.assert_allclose(out["latent_outlier_score"],
+                               combined_score(d, raw["recon_chi2"],
+                                              card["outlier_standardisation"]), rtol=1e-6)
+    assert out["latent_outlier_score"].dtype == np.float32
+
+
 def test_train_vae_smoke(tmp_path):
     from tilecat.latent.train import train_vae
     from tilecat.models import load_model
@@ -199,8 +291,10 @@ def test_train_vae_smoke(tmp_path):
     assert len(ld["mean"]) == 40 and np.array(ld["cov"]).shape == (40, 40)
     m = card["evaluation"]["metrics"]
     assert -1 <= m["ssim_vs_noisy_mean"] <= 1 and m["recon_chi2_median"] > 0
+    assert set(card["outlier_standardisation"]) >= {"log_distance_median", "log_chi2_sd"}
+    assert card["arch"]["likelihood"] == "flux" and len(card["kl_per_latent_validation"]) == 40
     module, _ = load_model(tmp_path / "m", build)
-    assert module.vae.n_latent == 40
+    assert module.vae.n_latent == 40 and module.likelihood == "flux"
     # warm start from the first model
     card2 = train_vae(store, tmp_path / "m2", epochs=1, batch_size=32, threads=1,
                       init=tmp_path / "m", kl_warmup=0.0, log=lambda s: None)

@@ -15,6 +15,10 @@ DATA = Path(__file__).parent / "data" / "legacysurvey_dr6"
 #: A region of the brick fully inside the survey footprint with no source brighter than
 #: ~5 sigma (rows, columns).
 CLEAN = (slice(1536, 1792), slice(256, 768))
+#: Inside CLEAN, rows/columns of a faint worm-shaped streak (8 px long, 2-3 sigma per
+#: pixel, flanked by -2.5 sigma: the Lanczos ringing of a sharp feature resampled into
+#: the coadd, most likely an unrejected cosmic-ray residual). A masker may flag it.
+STREAK = (slice(241, 251), slice(166, 175))
 NET = np.uint16((1 << len(DEFECT_CLASSES)) - 1)
 K = {c: i for i, c in enumerate(DEFECT_CLASSES)}
 
@@ -61,6 +65,8 @@ def _plant(img, iv):
         cr[y, x] = True
     out[200, 40] += 80 * sigma                       # single-pixel hit
     cr[200, 40] = True
+    single = np.zeros(img.shape, bool)
+    single[200, 40] = True
     trail = np.zeros(img.shape, bool)
     yy, xx = np.mgrid[:ny, :nx]
     d = np.abs((yy - 20) - 0.35 * xx) / np.hypot(1, 0.35)   # line y = 20 + 0.35 x
@@ -70,13 +76,14 @@ def _plant(img, iv):
     col = np.zeros(img.shape, bool)
     out[30:230, 400] += 6 * sigma
     col[30:230, 400] = True
-    return out, {"cosmic_ray": cr, "trail": trail, "hot": col}
+    return out, {"cosmic_ray": cr, "single": single, "trail": trail, "hot": col}
 
 
 def test_clean_region_stays_clean(masker, crop):
     img, iv = crop
     _, mask = _run(masker, img, iv)
     net = mask & NET
+    net[STREAK] = 0
     assert np.count_nonzero(net) <= 5, np.count_nonzero(net)
 
 
@@ -87,7 +94,11 @@ def test_planted_defects_found(masker, crop):
     planted, truth = _plant(img, iv)
     prob, mask = _run(masker, planted, iv)
     net = mask & NET
-    cr_found = (net[truth["cosmic_ray"]] & (1 << K["cosmic_ray"])) > 0
+    # the isolated one-pixel hit is, in a single image, indistinguishable from a hot
+    # pixel: either bit masks it; the 4-pixel track must be a cosmic ray
+    cr_bit = np.where(truth["single"], (1 << K["cosmic_ray"]) | (1 << K["hot"]),
+                      1 << K["cosmic_ray"]).astype(np.uint16)
+    cr_found = (net & cr_bit)[truth["cosmic_ray"]] > 0
     assert cr_found.mean() >= 0.8
     trail_found = (net[truth["trail"]] & (1 << K["trail"])) > 0
     assert trail_found.mean() >= 0.5
@@ -95,6 +106,7 @@ def test_planted_defects_found(masker, crop):
     assert col_found.mean() >= 0.5
     near = ndimage.binary_dilation(truth["cosmic_ray"] | truth["trail"] | truth["hot"],
                                    iterations=3)
+    near[STREAK] = True
     assert np.count_nonzero(net[~near]) <= 5
     assert prob.dtype == np.uint8
 
@@ -128,3 +140,36 @@ def test_masks_follow_flips_and_rotations(masker, crop, k):
         t = tf(truth[name][:, :256])
         bitv = 1 << K[name]
         assert ((m1[t] & bitv) > 0).mean() >= 0.5, name
+
+
+DECAM = Path(__file__).parent / "data" / "decam_cp" / "c4d_181104_072440_{}_g_ls9.S4.fits"
+
+
+def test_planted_dead_column_found_in_raw_decam(masker):
+    """A dead column collects no charge: in a DECam CP image (ADU, sky still in) it
+    reads 0 plus read noise, far below the sky. Planted into the real crop (sky ~262
+    ADU, sigma ~8 ADU; one column clear of the star, one across its halo) the masker
+    flags it dead, and adds no dead flags elsewhere."""
+    from astropy.io import fits
+
+    with fits.open(str(DECAM).format("ooi")) as h:
+        img = h[1].data.astype(np.float32)
+        read_adu = float(h[1].header["RDNOISEA"]) / float(h[1].header["GAINA"])
+    iv = fits.getdata(str(DECAM).format("oow")).astype(np.float32)
+    rng = np.random.default_rng(0)
+    truth = np.zeros(img.shape, bool)
+    truth[:, 6] = True                    # whole column, on sky
+    truth[55:, 80] = True                 # from row 55 to the edge, across the star's halo
+    truth[[12, 30, 90], [95, 70, 25]] = True   # isolated dead pixels
+    planted = img.copy()
+    planted[truth] = (read_adu * rng.standard_normal(truth.sum())).astype(np.float32)
+    _, mask = _run(masker, planted, iv)
+    dead = (mask & (1 << K["dead"])) > 0
+    assert dead[truth].mean() >= 0.9, dead[truth].mean()
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(truth, iterations=1)
+    assert np.count_nonzero(dead & ~near) <= 3
+    # the unplanted crop: no dead flags at all
+    _, mask0 = _run(masker, img, iv)
+    assert np.count_nonzero(mask0 & (1 << K["dead"])) <= 3

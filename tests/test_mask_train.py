@@ -78,3 +78,24 @@ def test_coadd_like_augmentation():
     changed = [not np.array_equal(out[i], x) for i in range(20)]
     assert 3 < sum(changed) < 17
     np.testing.assert_array_equal(out, resample_some(stack, 0.5, np.random.default_rng(1)))
+
+
+def test_make_patches_remakes_stores_of_other_defect_physics(tmp_path, monkeypatch):
+    """A cached patch store is reused only if it was made with the simulator's current
+    defect physics (DEFECTS_VERSION): a store of older physics is simulated again."""
+    import tilecat.simulate.cli as simcli
+    from tilecat.mask.data import make_patches
+    from tilecat.simulate.defects import DEFECTS_VERSION
+
+    calls = []
+    monkeypatch.setattr(simcli, "simulate_stamps_main", lambda args: calls.append(args))
+    path = _store(tmp_path / "p.zarr", 4, 7, True)          # no defects_version: physics 1
+    make_patches(path, 4, 7, heldout=True)
+    assert len(calls) == 1 and calls[0].seed == 7 and calls[0].heldout
+    ds = xr.open_zarr(path, consolidated=False)
+    ds.attrs["defects_version"] = DEFECTS_VERSION
+    ds.to_zarr(tmp_path / "q.zarr", zarr_format=3, consolidated=False)
+    make_patches(tmp_path / "q.zarr", 4, 7, heldout=True)     # current physics: reused
+    assert len(calls) == 1
+    make_patches(tmp_path / "q.zarr", 4, 8, heldout=True)     # other seed: remade
+    assert len(calls) == 2

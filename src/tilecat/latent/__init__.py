@@ -1,8 +1,8 @@
 """Latent encoding of galaxy stamps with a convolutional VAE (40 latents).
 
 Modules: :mod:`.model` (VAE and inference module), :mod:`.noise` (per-pixel noise of
-arcsinh stamps, reconstruction chi^2), :mod:`.outlier` (Mahalanobis outlier score),
-:mod:`.ssim` (structural similarity), :mod:`.anomalies` (injected anomalies for
+arcsinh stamps: training loss, reconstruction chi^2), :mod:`.outlier` (Mahalanobis
+distance, combined outlier score), :mod:`.ssim` (structural similarity), :mod:`.anomalies` (injected anomalies for
 evaluation), :mod:`.train` (``train_vae``), :mod:`.head` (the ``latent`` inference
 head), :mod:`.similar` (``similar``: nearest neighbours in latent space).
 Imports are lazy: ``import tilecat.latent`` does not import torch.

@@ -1,9 +1,12 @@
 """The ``latent`` inference head: VAE posterior means, outlier score, reconstruction chi^2.
 
 Columns (DESIGN.md §4): ``latent`` (fixed_size_list<float32, 40>, posterior means,
-deterministic), ``latent_outlier_score`` (Mahalanobis distance to the training
-latents, mean and covariance from the model card), ``recon_chi2`` (reconstruction
-chi^2 per pixel, noise model of :mod:`tilecat.latent.noise`).
+deterministic), ``latent_outlier_score`` (``-log10`` of the Fisher-combined tail
+probability of the Mahalanobis distance to the training latents and of the
+reconstruction chi^2, both standardised against the training galaxies:
+:func:`tilecat.latent.outlier.combined_score`; for a card without
+``outlier_standardisation``, the Mahalanobis distance itself), ``recon_chi2``
+(reconstruction chi^2 per pixel, noise model of :mod:`tilecat.latent.noise`).
 """
 
 from __future__ import annotations
@@ -14,18 +17,26 @@ from typing import Any
 import numpy as np
 
 from ..infer.heads import Column, Head, LoadedHead, RawOutput, model_location
-from .outlier import gaussian_from_card, mahalanobis
+from .outlier import combined_score, gaussian_from_card, mahalanobis
 
 __all__ = ["LatentHead", "HEAD", "columns"]
 
 
-def columns(n_latent: int) -> tuple[Column, ...]:
-    """The head's columns for ``n_latent`` latents."""
+#: ``latent_outlier_score`` descriptions: combined score / legacy Mahalanobis distance
+SCORE_COMBINED = ("-log10 of the Fisher-combined one-sided tail probability of log "
+                  "Mahalanobis distance (latent vs training latents) and log recon_chi2, "
+                  "each standardised by the training galaxies' median and 1.4826 MAD")
+SCORE_MAHALANOBIS = ("Mahalanobis distance of the latent to the training-set latent "
+                     "distribution")
+
+
+def columns(n_latent: int, combined: bool = True) -> tuple[Column, ...]:
+    """The head's columns for ``n_latent`` latents (``combined``: the combined score)."""
     return (
         Column("latent", f"fixed_size_list<float32,{int(n_latent)}>", "",
                f"VAE posterior means of the {int(n_latent)} latent variables"),
         Column("latent_outlier_score", "float32", "",
-               "Mahalanobis distance of the latent to the training-set latent distribution"),
+               SCORE_COMBINED if combined else SCORE_MAHALANOBIS),
         Column("recon_chi2", "float32", "",
                "VAE reconstruction chi^2 per pixel (background noise + 5% flux floor)"),
     )
@@ -52,15 +63,21 @@ class LatentHead(Head):
         if device.type == "cpu":
             module = module.to(memory_format=torch.channels_last)
         mean, cov = gaussian_from_card(card["latent_distribution"])
-        return LoadedHead(module=module, card=card, columns=columns(len(mean)),
-                          extra={"mean": mean, "cov": cov})
+        standard = card.get("outlier_standardisation")
+        return LoadedHead(module=module, card=card,
+                          columns=columns(len(mean), standard is not None),
+                          extra={"mean": mean, "cov": cov, "standard": standard})
 
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
         assert isinstance(raw, dict)
         lat = np.asarray(raw["latent"], np.float32)
+        chi2 = np.asarray(raw["recon_chi2"], np.float32)
         score = mahalanobis(lat, loaded.extra["mean"], loaded.extra["cov"])
+        standard = loaded.extra.get("standard")
+        if standard is not None:
+            score = combined_score(score, chi2, standard)
         return {"latent": lat, "latent_outlier_score": score.astype(np.float32),
-                "recon_chi2": np.asarray(raw["recon_chi2"], np.float32)}
+                "recon_chi2": chi2}
 
     def output_index(self, loaded: LoadedHead, answer: str) -> int:
         from ..errors import ModelError

@@ -21,9 +21,10 @@ from torch import nn
 
 from ..infer.layers import BatchInvariantLinear
 from ..morphology.net import ConvBNReLU
-from .noise import EPS, chi2_per_pixel
+from .noise import EPS, LIKELIHOODS, chi2_per_pixel, nll_per_stamp
 
-__all__ = ["DEFAULT_ARCH", "ConvVAE", "LatentModule", "build", "elbo_terms"]
+__all__ = ["DEFAULT_ARCH", "LEGACY_LIKELIHOOD", "ConvVAE", "LatentModule", "build",
+           "card_arch", "elbo_terms", "kl_per_dim"]
 
 #: default hyperparameters (stored in each model card)
 DEFAULT_ARCH: dict[str, Any] = {
@@ -32,7 +33,11 @@ DEFAULT_ARCH: dict[str, Any] = {
     "enc_kernels": [5, 3, 3, 3],
     "dec_widths": [64, 48, 24, 12],
     "eps": EPS,
+    "likelihood": "flux",
 }
+
+#: likelihood of a card whose ``arch`` has no ``likelihood`` key (the first model)
+LEGACY_LIKELIHOOD = "asinh"
 
 
 class _Up(nn.Module):
@@ -101,37 +106,52 @@ class ConvVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL of N(mu, exp(logvar)) from N(0, 1) per latent dimension, ``(N, D)``."""
+    return 0.5 * (mu ** 2 + torch.exp(logvar) - 1.0 - logvar)
+
+
 def elbo_terms(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-               eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+               eps: float = EPS, likelihood: str = LEGACY_LIKELIHOOD
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Negative log-likelihood and KL per stamp (batch means), the two ELBO terms.
 
-    NLL = 0.5 sum (x - r)^2 / sigma_x^2 over pixels and bands (Gaussian, noise of
-    :mod:`tilecat.latent.noise`, constants dropped); KL of N(mu, exp(logvar)) from N(0, I).
+    NLL: :func:`tilecat.latent.noise.nll_per_stamp` (Gaussian noise, ``likelihood``
+    ``"flux"`` or ``"asinh"``, constants dropped); KL of N(mu, exp(logvar)) from N(0, I).
     """
-    from .noise import asinh_variance
-
-    nll = 0.5 * ((x - recon) ** 2 / asinh_variance(x, eps)).flatten(1).sum(1)
-    kl = 0.5 * (mu ** 2 + torch.exp(logvar) - 1.0 - logvar).sum(1)
-    return nll.mean(), kl.mean()
+    nll = nll_per_stamp(x, recon, eps, likelihood)
+    return nll.mean(), kl_per_dim(mu, logvar).sum(1).mean()
 
 
 class LatentModule(nn.Module):
     """Inference: stamps -> posterior means and reconstruction chi^2 per pixel."""
 
-    def __init__(self, vae: ConvVAE, eps: float = EPS) -> None:
+    def __init__(self, vae: ConvVAE, eps: float = EPS,
+                 likelihood: str = LEGACY_LIKELIHOOD) -> None:
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; known: {LIKELIHOODS}")
         self.vae = vae
         self.eps = float(eps)
+        self.likelihood = likelihood
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.float()
         mu, _ = self.vae.encode(x)
         recon = self.vae.decode(mu)
-        return {"latent": mu, "recon_chi2": chi2_per_pixel(x, recon, self.eps)}
+        return {"latent": mu,
+                "recon_chi2": chi2_per_pixel(x, recon, self.eps, self.likelihood)}
+
+
+def card_arch(card: dict[str, Any]) -> dict[str, Any]:
+    """A card's architecture, default-filled (no ``likelihood`` key: the legacy one)."""
+    given = dict(card.get("arch") or {})
+    given.setdefault("likelihood", LEGACY_LIKELIHOOD)
+    return {**DEFAULT_ARCH, **given}
 
 
 def build(card: dict[str, Any]) -> LatentModule:
     """The (untrained) inference module described by a model card."""
-    arch = {**DEFAULT_ARCH, **(card.get("arch") or {})}
+    arch = card_arch(card)
     vae = ConvVAE(len(card["input"]["bands"]), int(card["input"]["stamp_size"]), arch)
-    return LatentModule(vae, float(arch["eps"]))
+    return LatentModule(vae, float(arch["eps"]), str(arch["likelihood"]))

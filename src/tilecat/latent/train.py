@@ -1,12 +1,14 @@
 """Train the convolutional VAE on simulated galaxy stamps: ``train_vae``.
 
 Recipe: negative ELBO (Gaussian likelihood with the per-pixel noise of
-:mod:`tilecat.latent.noise` + KL to N(0, I), beta = 1 after a short linear KL
-warm-up), AdamW with a one-cycle learning rate, D4 augmentation, the weights of the
-epoch with the best validation loss kept. Stars and artefacts are left out, so that
-trails, cosmic rays and the like are anomalies. After training, the training set's
-posterior means give the latent mean and covariance of the outlier score (stored in
-the card).
+:mod:`tilecat.latent.noise`, in flux units, + KL to N(0, I), beta = 1 after an
+optional linear KL warm-up), AdamW with a one-cycle learning rate, D4 augmentation,
+the weights of the epoch with the best validation loss kept. Stars and artefacts are
+left out, so that trails, cosmic rays and the like are anomalies. After training, the
+training set's posterior means give the latent mean and covariance of the outlier
+score (stored in the card), and the training distributions of the Mahalanobis distance and of the
+reconstruction chi^2 give the standardisation of the combined outlier score
+(:mod:`tilecat.latent.outlier`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 __all__ = ["train_vae", "encode", "reconstruct", "load_galaxies", "VERSION"]
 
-VERSION = "1"
+VERSION = "2"
 
 
 def load_galaxies(paths: str | Path | Sequence[str | Path], limit: int | None = None) -> Any:
@@ -36,7 +38,7 @@ def load_galaxies(paths: str | Path | Sequence[str | Path], limit: int | None = 
 
 
 def encode(module: Any, stamps: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Run a :class:`~tilecat.latent.model.LatentModule` -> ``latent`` (N, D), ``recon_chi2`` (N,)."""
+    """Run a :class:`~tilecat.latent.model.LatentModule`: ``latent`` (N, D), ``recon_chi2`` (N,)."""
     import torch
 
     module.eval()
@@ -65,7 +67,8 @@ def reconstruct(vae: Any, stamps: np.ndarray, batch_size: int = 256) -> np.ndarr
     return np.concatenate(out)
 
 
-def _val_loss(vae: Any, stamps: np.ndarray, eps: float, batch_size: int = 256) -> float:
+def _val_loss(vae: Any, stamps: np.ndarray, eps: float, likelihood: str,
+              batch_size: int = 256) -> float:
     import torch
 
     from .model import elbo_terms
@@ -76,7 +79,7 @@ def _val_loss(vae: Any, stamps: np.ndarray, eps: float, batch_size: int = 256) -
         for i in range(0, len(stamps), batch_size):
             x = torch.from_numpy(stamps[i:i + batch_size])
             mu, logvar = vae.encode(x)
-            nll, kl = elbo_terms(x, vae.decode(mu), mu, logvar, eps)
+            nll, kl = elbo_terms(x, vae.decode(mu), mu, logvar, eps, likelihood)
             tot += float(nll + kl) * len(x)
             n += len(x)
     return tot / max(n, 1)
@@ -99,6 +102,9 @@ def train_vae(
     arch: dict[str, Any] | None = None,
     init: str | Path | None = None,
     recipe: str | None = None,
+    time_limit: float | None = None,
+    stop_after: int | None = None,
+    loss: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the VAE and write ``weights.safetensors`` + ``card.json``.
@@ -128,6 +134,16 @@ def train_vae(
         the new card under ``training.init``.
     recipe : str, optional
         How the training data were made.
+    time_limit : float, optional
+        Seconds: no new epoch starts after this (the best epoch so far is kept). The
+        card records the epochs run as ``training.stop_after``, so that a replay with
+        ``stop_after`` gives the same weights.
+    stop_after : int, optional
+        Run only the first ``stop_after`` epochs of the ``epochs``-long learning-rate
+        schedule (deterministic early stop).
+    loss : str, optional
+        Training loss (:data:`tilecat.latent.noise.LOSSES`); default: the
+        architecture's ``likelihood``.
     log : callable
 
     Returns
@@ -139,8 +155,8 @@ def train_vae(
 
     from ..models import save_model
     from ..morphology.fit import d4
-    from .model import DEFAULT_ARCH, ConvVAE, LatentModule, elbo_terms
-    from .outlier import fit_gaussian, gaussian_to_card
+    from .model import DEFAULT_ARCH, ConvVAE, LatentModule, card_arch, elbo_terms, kl_per_dim
+    from .outlier import fit_gaussian, fit_standardisation, gaussian_to_card
     from .ssim import ssim_stamps
 
     torch.set_num_threads(int(threads))
@@ -151,9 +167,15 @@ def train_vae(
         from .model import build
 
         init_module, init_card = load_model(init, build)
-        arch = dict(init_card["arch"])
+        arch = card_arch(init_card)
     arch = {**DEFAULT_ARCH, **(arch or {})}
     eps = float(arch["eps"])
+    likelihood = str(arch["likelihood"])
+    loss_name = likelihood if loss is None else str(loss)
+    from .noise import LOSSES
+
+    if loss_name not in LOSSES:
+        raise ValueError(f"unknown loss {loss_name!r}; known: {LOSSES}")
     data = load_galaxies(train, limit)
     n = len(data)
     perm = np.random.default_rng([seed, 7]).permutation(n)
@@ -183,7 +205,7 @@ def train_vae(
             x = d4(torch.from_numpy(data.stamps[idx]), int(rng.integers(8)))
             x = x.contiguous(memory_format=torch.channels_last)
             recon, mu, logvar = vae(x)
-            nll, kl = elbo_terms(x, recon, mu, logvar, eps)
+            nll, kl = elbo_terms(x, recon, mu, logvar, eps, loss_name)
             beta = min(1.0, (epoch + step / steps) / kl_warmup) if kl_warmup > 0 else 1.0
             loss = (nll + beta * kl) / float(x[0].numel())
             opt.zero_grad(set_to_none=True)
@@ -193,7 +215,7 @@ def train_vae(
             sched.step()
             t_nll += float(nll.detach())
             t_kl += float(kl.detach())
-        val = _val_loss(vae, data.stamps[va], eps)
+        val = _val_loss(vae, data.stamps[va], eps, loss_name)
         rec = {"epoch": epoch + 1, "train_nll": round(t_nll / steps, 2),
                "train_kl": round(t_kl / steps, 2), "val_loss": round(val, 2),
                "seconds": round(time.perf_counter() - t0, 1)}
@@ -202,11 +224,26 @@ def train_vae(
             f"val -elbo {val:.1f} ({rec['seconds']:.0f} s)")
         if val < best and epoch + 1 >= kl_warmup:
             best, best_state = val, copy.deepcopy(vae.state_dict())
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
+        if time_limit is not None and time.perf_counter() - t0 > time_limit and epoch + 1 < epochs:
+            log(f"time limit {time_limit:.0f} s reached after epoch {epoch + 1}")
+            break
     vae.load_state_dict(best_state)
     vae.eval()
-    module = LatentModule(vae, eps).eval()
+    module = LatentModule(vae, eps, likelihood).eval()
     enc = encode(module, data.stamps[tr])
     mean, cov = fit_gaussian(enc["latent"])
+    from .outlier import combined_score, mahalanobis
+
+    standard = fit_standardisation(mahalanobis(enc["latent"], mean, cov), enc["recon_chi2"])
+    with torch.inference_mode():
+        kl_dim = np.concatenate([
+            kl_per_dim(*vae.encode(torch.from_numpy(data.stamps[va][i:i + 256]))).numpy()
+            for i in range(0, len(va), 256)]).mean(axis=0)
+    log(f"KL per latent (validation, nats): min {kl_dim.min():.2f}, median "
+        f"{np.median(kl_dim):.2f}, max {kl_dim.max():.2f}; active (> 0.1 nat) "
+        f"{int((kl_dim > 0.1).sum())}/{len(kl_dim)}")
     lat_std = np.sqrt(np.diag(cov))
     log(f"training latents: |mean| max {np.abs(mean).max():.3f}, std range "
         f"{lat_std.min():.3f}-{lat_std.max():.3f}")
@@ -217,7 +254,6 @@ def train_vae(
         ev, ev_name = data.subset(va), "validation"
     ev_enc = encode(module, ev.stamps)
     ssim_vals = ssim_stamps(ev.stamps, reconstruct(vae, ev.stamps))
-    from .outlier import mahalanobis
 
     metrics = {
         "n": len(ev),
@@ -226,7 +262,9 @@ def train_vae(
         "ssim_note": "reconstruction vs the noisy input stamp (benchmarks/latent.py also "
                      "scores it against the noiseless stamp)",
         "recon_chi2_median": float(np.median(ev_enc["recon_chi2"])),
-        "outlier_score_median": float(np.median(mahalanobis(ev_enc["latent"], mean, cov))),
+        "mahalanobis_median": float(np.median(mahalanobis(ev_enc["latent"], mean, cov))),
+        "outlier_score_median": float(np.median(combined_score(
+            mahalanobis(ev_enc["latent"], mean, cov), ev_enc["recon_chi2"], standard))),
     }
     log(f"{ev_name}: SSIM vs noisy {metrics['ssim_vs_noisy_mean']:.3f}, median chi2/pixel "
         f"{metrics['recon_chi2_median']:.3f}")
@@ -245,11 +283,23 @@ def train_vae(
             "pixel_scale": float(data.pixel_scale),
             "normalisation": "arcsinh(F / sigma_band), sigma_band = background noise per band",
         },
-        "noise_model": "sigma_x^2 = (1 + eps^2 s^2) / (1 + s^2), s = sinh(x): background "
-                       f"noise + {eps:.0%} fractional flux floor (tilecat.latent.noise)",
+        "noise_model": (
+            "flux s = sinh(x) Gaussian, m = sinh(recon): background noise + "
+            f"{eps:.0%} fractional flux floor; training loss variance 1 + eps^2 max(s^2, m^2),"
+            " recon_chi2 variance 1 + eps^2 m^2 (the data's given the reconstruction)"
+            if likelihood == "flux" else
+            "sigma_x^2 = (1 + eps^2 s^2) / (1 + s^2), s = sinh(x): background "
+            f"noise + {eps:.0%} fractional flux floor") + " (tilecat.latent.noise)",
         "latent_distribution": {**gaussian_to_card(mean, cov),
                                 "kind": "mean and covariance of the training posterior means"},
-        "outputs": "latent (posterior means), latent_outlier_score (Mahalanobis), recon_chi2",
+        "outlier_standardisation": {
+            **standard,
+            "kind": "median and robust sd (1.4826 MAD) of log Mahalanobis distance and of "
+                    "log recon_chi2 over the training galaxies (tilecat.latent.outlier)"},
+        "kl_per_latent_validation": [round(float(v), 3) for v in kl_dim],
+        "outputs": "latent (posterior means), latent_outlier_score (-log10 of the Fisher-"
+                   "combined tail probability of the standardised Mahalanobis distance and "
+                   "recon_chi2), recon_chi2",
         "training": {
             "data": {"path": ([Path(p).name for p in train]
                               if isinstance(train, (list, tuple)) else Path(train).name),
@@ -257,10 +307,14 @@ def train_vae(
                      **{k: data.attrs[k] for k in ("seed", "heldout", "recipe", "simver",
                                                     "parts") if k in data.attrs}},
             "recipe": recipe,
-            "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "epochs": epochs,
+            "stop_after": len(history) if len(history) < epochs else None,
+            "batch_size": batch_size, "lr": lr,
             "weight_decay": weight_decay, "kl_warmup_epochs": kl_warmup, "threads": threads,
             "optimizer": "AdamW, one-cycle lr (15% warm-up), grad-norm clip 5",
-            "loss": "negative ELBO: Gaussian NLL with the noise model + KL(N(mu, s^2) || N(0, I))",
+            "loss": f"negative ELBO: Gaussian NLL ({loss_name!r} loss of "
+                    "tilecat.latent.noise) + KL(N(mu, s^2) || N(0, I))",
+            "loss_variant": loss_name,
             "augmentation": "dihedral D4",
             "val_fraction": val_fraction, "history": history,
             "init": None if init_card is None else {

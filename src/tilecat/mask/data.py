@@ -99,19 +99,22 @@ def make_patches(out: str | Path, n: int, seed: int, heldout: bool = False,
                  workers: int = 1, config: str | None = None) -> Path:
     """Simulate a defect-patch store with the simulator's own entry point (unless present).
 
-    The store is reused when it exists with the same ``seed``, ``heldout`` and number
-    of patches (it is a pure function of them).
+    The store is reused when it exists with the same ``seed``, ``heldout``, number of
+    patches and defect physics (``tilecat.simulate.defects.DEFECTS_VERSION``): it is a
+    pure function of them.
     """
     import xarray as xr
 
     from ..simulate.cli import simulate_stamps_main
+    from ..simulate.defects import DEFECTS_VERSION
 
     out = Path(out)
     if (out / "zarr.json").is_file():
         ds = xr.open_zarr(str(out), consolidated=False)
         if (int(ds.attrs.get("seed", -1)) == int(seed)
                 and bool(ds.attrs.get("heldout", False)) == bool(heldout)
-                and ds.sizes.get("patch") == n):
+                and ds.sizes.get("patch") == n
+                and int(ds.attrs.get("defects_version", 1)) == DEFECTS_VERSION):
             return out
     args = argparse.Namespace(out=str(out), kind="defect", config=config, number=int(n),
                               seed=int(seed), heldout=bool(heldout), workers=int(workers))

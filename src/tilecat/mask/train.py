@@ -323,8 +323,10 @@ def train_masker(
             "threads": int(threads) if threads is not None else None,
             "loss_history": [round(v, 6) for v in history],
             "train_data": {"seed": tr.attrs.get("seed"), "heldout": tr.attrs.get("heldout"),
+                           "defects_version": tr.attrs.get("defects_version", 1),
                            "recipe": tr.attrs.get("recipe")},
             "heldout_data": {"seed": ho.attrs.get("seed"), "heldout": ho.attrs.get("heldout"),
+                           "defects_version": ho.attrs.get("defects_version", 1),
                              "n_patches": int(len(ho.x)), "recipe": ho.attrs.get("recipe")},
         },
     }

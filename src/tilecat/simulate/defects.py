@@ -10,13 +10,20 @@ Order of the signal chain (so that the truth is physically consistent):
 2. saturation: pixels above ``saturation_level`` are clipped to it and their excess
    charge bleeds up and down the column (charge conserved except where it runs off
    the edge of the image);
-3. dead pixels/columns overwrite everything (no signal: 0 or low-level noise).
+3. dead pixels/columns overwrite everything: a dead pixel collects no charge (no sky,
+   no sources), so in the sky-subtracted image it reads ``-sky_level`` plus read noise
+   (far below the background: tens of sky sigmas for a sky-limited exposure).
+
+Persistence ghosts are residual images of stars that saturated in the previous
+exposure: charge trapped where the previous fluence exceeded a threshold below full
+well, flat-topped over the previously saturated core and bleed trail (see
+:func:`_persistence_ghost`).
 
 Truth (``DefectResult.truth``) marks every pixel a defect changed. For the additive
 defects (cosmic rays, hot, trails, persistence, bleed) a pixel is marked when the
 defect added at least ``TRUTH_THRESHOLD_SIGMA`` times the sky noise there; the
 sub-pixel charge-sharing tails of cosmic rays, the Gaussian wings of trails and the
-outskirts of persistence blobs below that level are deliberately left unmarked
+faint rims of persistence ghosts below that level are deliberately left unmarked
 (they are invisible in the noise). Dead and saturated pixels are always marked.
 
 Evaluation hygiene (DESIGN.md §5): ``DefectResult.dq`` holds only what an upstream
@@ -43,11 +50,17 @@ from ..bits import bit
 from ..errors import ConfigError
 
 __all__ = [
+    "DEFECTS_VERSION",
     "TRUTH_THRESHOLD_SIGMA",
     "DefectRates",
     "DefectResult",
     "inject_defects",
 ]
+
+#: Version of the defect physics, recorded with every defect-patch store (stores made
+#: by another version are not reused). 2: dead pixels read -sky + read noise (were 0);
+#: persistence ghosts are thresholded residuals of a previously saturated star.
+DEFECTS_VERSION: int = 2
 
 #: An additive defect marks a pixel in the truth when it adds >= this many sky sigmas.
 TRUTH_THRESHOLD_SIGMA: float = 0.25
@@ -266,10 +279,35 @@ def _trail_layer(rng: np.random.Generator, shape: tuple[int, int], sky_sigma: fl
     return layer, kind
 
 
-def _persistence_blob(rng: np.random.Generator, shape: tuple[int, int], sky_sigma: float,
-                      psf_fwhm_pix: float,
-                      bright_star_xy: Sequence[tuple[float, float]]) -> np.ndarray:
-    """A faint ghost of a previous exposure's bright star (float32 layer)."""
+def _persistence_ghost(rng: np.random.Generator, shape: tuple[int, int], sky_sigma: float,
+                       psf_fwhm_pix: float,
+                       bright_star_xy: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Residual image (persistence) of a star that saturated in the previous exposure.
+
+    Physics: where a pixel's fluence ``F0`` in the previous exposure exceeded a
+    threshold ``T = FW / K`` below the full well ``FW``, charge was trapped and is
+    released during this exposure. The residual per pixel rises with the fluence and
+    saturates at full well (trap occupancy saturates)::
+
+        R = A * clip(ln(F0 / T) / ln(K), 0, 1)
+
+    so the ghost is flat-topped over the previously saturated core, falls to exactly
+    0 where ``F0 < T`` (compact support, no Gaussian wings), and — since ``F0`` is the
+    previous star after saturation and bleeding along its column (the same
+    :func:`_saturate_and_bleed` as the current exposure) — a saturated star's bleed
+    trail leaves a ghost column whose length its excess charge sets.
+
+    Draws: previous peak fluence ``u = F0_peak / FW`` log-uniform in [1, 30] (the
+    simulator's bright stars: saturated up to ~30x), ``K`` log-uniform in [1.5, 20]
+    (sharp to gradual response), previous seeing 0.8-1.25 x the current PSF FWHM,
+    Moffat beta 2.5-4.5, plateau ``A`` 1-8 sky sigmas (decay since that exposure).
+    Half the ghosts (when bright stars are given) sit at a dither offset of 10-60
+    pixels from a current bright star (the same star in the previous pointing).
+
+    Returns
+    -------
+    ndarray, float32, shape ``shape``: the added charge (flux units).
+    """
     ny, nx = shape
     if len(bright_star_xy) and rng.random() < 0.5:  # dither offset from a current star
         sx, sy = bright_star_xy[int(rng.integers(len(bright_star_xy)))]
@@ -277,34 +315,27 @@ def _persistence_blob(rng: np.random.Generator, shape: tuple[int, int], sky_sigm
         xc, yc = sx + r * math.cos(phi), sy + r * math.sin(phi)
     else:
         xc, yc = rng.uniform(0, nx - 1), rng.uniform(0, ny - 1)
-    peak = sky_sigma * rng.uniform(1.0, 8.0)
-    if rng.random() < 0.5:  # PSF-shaped (Gaussian of a broadened PSF)
-        sig = max(psf_fwhm_pix, 1.0) * rng.uniform(1.0, 2.5) / 2.3548
-        half = int(math.ceil(4 * sig))
-        prof = "psf"
-    else:  # flat-topped disk (ghost of a saturated core) with soft edge
-        rad = rng.uniform(2.0, 8.0)
-        half = int(math.ceil(rad + 4))
-        prof = "flat"
-    x_lo, x_hi = max(int(xc) - half, 0), min(int(xc) + half + 1, nx)
-    y_lo, y_hi = max(int(yc) - half, 0), min(int(yc) + half + 1, ny)
+    amp = sky_sigma * rng.uniform(1.0, 8.0)
+    u = 10 ** rng.uniform(0.0, math.log10(30.0))
+    k = 10 ** rng.uniform(math.log10(1.5), math.log10(20.0))
+    beta = rng.uniform(2.5, 4.5)
+    fwhm = max(psf_fwhm_pix, 1.0) * rng.uniform(0.8, 1.25)
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    r_t = alpha * math.sqrt((u * k) ** (1.0 / beta) - 1.0)  # radius where F0 = T
     layer = np.zeros(shape, np.float32)
-    if x_lo >= x_hi or y_lo >= y_hi:
+    x_lo = max(int(math.floor(xc - r_t)) - 1, 0)
+    x_hi = min(int(math.ceil(xc + r_t)) + 2, nx)
+    if x_lo >= x_hi:
         return layer
-    yy = np.arange(y_lo, y_hi)[:, None] - yc
-    xx = np.arange(x_lo, x_hi)[None, :] - xc
-    rr = np.hypot(xx, yy)
-    if prof == "psf":
-        blob = np.exp(-0.5 * (rr / sig) ** 2)
-    else:
-        blob = 1.0 / (1.0 + np.exp((rr - rad) / 0.5))
-    layer[y_lo:y_hi, x_lo:x_hi] = (peak * blob).astype(np.float32)
-    # a saturated ghost often carries the ghost of its bleed trail
-    if prof == "flat" and rng.random() < 0.3:
-        c = int(np.clip(round(xc), 0, nx - 1))
-        ext = int(rng.uniform(10, 80))
-        y0, y1 = max(int(yc) - ext, 0), min(int(yc) + ext + 1, ny)
-        layer[y0:y1, c] = np.maximum(layer[y0:y1, c], np.float32(0.6 * peak))
+    # previous fluence in units of full well, on the whole height of the ghost's
+    # columns (its bleed trail may run along them)
+    yy = (np.arange(ny, dtype=np.float64) - yc)[:, None]
+    xx = (np.arange(x_lo, x_hi, dtype=np.float64) - xc)[None, :]
+    f0 = (u * (1.0 + (xx**2 + yy**2) / alpha**2) ** (-beta)).astype(np.float32)
+    _saturate_and_bleed(f0, np.float32(1.0))
+    with np.errstate(divide="ignore"):
+        resp = np.log(np.maximum(f0.astype(np.float64), 1e-30) * k) / math.log(k)
+    layer[:, x_lo:x_hi] = (amp * np.clip(resp, 0.0, 1.0)).astype(np.float32)
     return layer
 
 
@@ -364,7 +395,8 @@ def _saturate_and_bleed(img: np.ndarray, sat: np.float32) -> np.ndarray:
 
 def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generator | int,
                    rates: DefectRates, *, pixscale: float, sky_sigma: float,
-                   saturation_level: float, psf_fwhm_pix: float,
+                   sky_level: float, saturation_level: float, psf_fwhm_pix: float,
+                   read_sigma: float = 0.0,
                    bright_star_xy: Sequence[tuple[float, float]] = ()) -> DefectResult:
     """Inject defects into a copy of ``image``; return image, invvar, truth and dq.
 
@@ -384,11 +416,16 @@ def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
     sky_sigma : float
         Background noise per pixel, flux units (> 0): sets defect amplitudes and the
         truth threshold.
+    sky_level : float
+        Sky level per pixel that was subtracted from ``image``, flux units (>= 0). A
+        dead pixel collects none of it: it reads ``-sky_level`` (plus read noise).
     saturation_level : float
         Flux per pixel above which pixels saturate (clip + bleed along columns).
         ``inf`` disables saturation.
     psf_fwhm_pix : float
         PSF FWHM in pixels (sizes persistence ghosts).
+    read_sigma : float
+        Read noise per pixel, flux units (>= 0): the only noise of a dead pixel.
     bright_star_xy : sequence of (x, y)
         0-based pixel centres of bright stars; persistence ghosts may appear at a
         dither offset from them.
@@ -403,6 +440,9 @@ def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
         raise ValueError(f"image {img_in.shape} and invvar {iv_in.shape} must be equal 2-D shapes")
     if not (sky_sigma > 0 and math.isfinite(sky_sigma)):
         raise ValueError(f"sky_sigma must be finite and > 0, got {sky_sigma!r}")
+    for name, v in (("sky_level", sky_level), ("read_sigma", read_sigma)):
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
     if not pixscale > 0:
         raise ValueError(f"pixscale must be > 0, got {pixscale!r}")
     if not isinstance(rng, np.random.Generator):
@@ -437,7 +477,7 @@ def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
     # 1. additive charge --------------------------------------------------------------
     n_pers = _poisson(rng, rates.persistence_per_tile)
     for _ in range(n_pers):
-        layer = _persistence_blob(rng, shape, sky_sigma, psf_fwhm_pix, bright_star_xy)
+        layer = _persistence_ghost(rng, shape, sky_sigma, psf_fwhm_pix, bright_star_xy)
         _add(layer, _PERS)
     counts["persistence"] = n_pers
 
@@ -495,6 +535,10 @@ def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
     truth[faint] |= best_cls[faint]
 
     # 3. dead pixels and columns overwrite the signal ------------------------------------
+    # no charge collected: the sky-subtracted image reads 0 - sky, plus read noise
+    def _no_charge(shape_: tuple[int, ...]) -> np.ndarray:
+        return (read_sigma * rng.standard_normal(shape_) - sky_level).astype(np.float32)
+
     dead = np.zeros(shape, bool)
     n_dead = _poisson(rng, rates.dead_pixel_per_mpix * mpix)
     if n_dead:
@@ -502,7 +546,7 @@ def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
         xs = rng.integers(0, nx, n_dead)
         known = rng.random(n_dead) < rates.known_bad_fraction
         dead[ys, xs] = True
-        img[ys, xs] = 0.0
+        img[ys, xs] = _no_charge((n_dead,))
         known_bad[ys[known], xs[known]] = True
     counts["dead_pixel"] = n_dead
 
@@ -512,12 +556,7 @@ def inject_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
         width = 2 if rng.random() < 0.2 else 1
         y0, y1 = _column_span(rng, ny)
         cs = slice(c, min(c + width, nx))
-        if rng.random() < 0.5:
-            img[y0:y1, cs] = 0.0
-        else:  # read noise only, no sky or sources
-            f = rng.uniform(0.05, 0.5)
-            img[y0:y1, cs] = (f * sky_sigma * rng.standard_normal(
-                img[y0:y1, cs].shape)).astype(np.float32)
+        img[y0:y1, cs] = _no_charge(img[y0:y1, cs].shape)
         dead[y0:y1, cs] = True
         if rng.random() < rates.known_bad_fraction:
             known_bad[y0:y1, cs] = True

@@ -30,7 +30,7 @@ from ..bits import DEFECT_CLASSES, bit
 from ..errors import ConfigError
 from .conditions import draw_conditions
 from .config import SIMVER
-from .defects import DefectRates, inject_defects
+from .defects import DEFECTS_VERSION, DefectRates, inject_defects
 from .kspace import KGrid
 from .photometry import LSST_BANDS, mag_to_flux
 
@@ -195,7 +195,8 @@ def _render(cfg: dict[str, Any], seed: int, unit: int, foci: list[str],
         image = (counts / c.gain - c.sky).astype(np.float32)
         invvar = (1.0 / c.variance(model_img)).astype(np.float32)
         res = inject_defects(image, invvar, r_def, focus_rates(focus), pixscale=scale,
-                             sky_sigma=c.sky_sigma, saturation_level=c.saturation,
+                             sky_sigma=c.sky_sigma, sky_level=c.sky,
+                             read_sigma=c.read_noise / c.gain, saturation_level=c.saturation,
                              psf_fwhm_pix=c.psf_fwhm_pix, bright_star_xy=bright)
         img, iv, dq, tr = res.image, res.invvar, res.dq, res.truth
         nod = _nodata(size, r_def)
@@ -338,6 +339,7 @@ def make_defect_patches(cfg: dict[str, Any], out: str | Path, n: int, seed: int,
         "seed": int(seed),
         "heldout": bool(heldout),
         "simver": SIMVER,
+        "defects_version": DEFECTS_VERSION,
         "defect_classes": list(DEFECT_CLASSES),
         "recipe": {
             "foci": list(FOCI),

@@ -245,7 +245,9 @@ def _apply_defects(image: np.ndarray, invvar: np.ndarray, rng: np.random.Generat
     if mod is not None:
         rates = mod.DefectRates.from_dict(cfg["defects"])
         res = mod.inject_defects(image, invvar, rng, rates, pixscale=cond.pixscale,
-                                 sky_sigma=cond.sky_sigma, saturation_level=cond.saturation,
+                                 sky_sigma=cond.sky_sigma, sky_level=cond.sky,
+                                 read_sigma=cond.read_noise / cond.gain,
+                                 saturation_level=cond.saturation,
                                  psf_fwhm_pix=cond.psf_fwhm_pix, bright_star_xy=bright_xy)
         return res.image, res.invvar, res.truth, res.dq, dict(res.counts)
     img = image.astype(np.float32, copy=True)
