@@ -43,13 +43,26 @@ from tilecat.priors import synthetic as syn
 from tilecat.priors.simsurvey import synthetic_cards
 
 
+def _summary(rows: dict[str, Any]) -> dict[str, Any]:
+    """Per-question scores ``rows`` with ``{ece,brier}_{raw,cal}`` weighted by counts."""
+    tot = {"raw": [0.0, 0.0, 0], "cal": [0.0, 0.0, 0]}
+    for r in rows.values():
+        for s in ("raw", "cal"):
+            tot[s][0] += r[s]["n"] * r[s]["ece"]
+            tot[s][1] += r[s]["n"] * r[s]["brier"]
+            tot[s][2] += r[s]["n"]
+    summary = {f"{m}_{s}": tot[s][i] / tot[s][2] for s in tot for i, m in ((0, "ece"),
+                                                                           (1, "brier"))}
+    return {"questions": rows, **summary}
+
+
 def _morph_table(card: dict[str, Any], probs: dict[str, np.ndarray], targets: np.ndarray,
                  half: int, method: str) -> dict[str, Any]:
     """Fit on rows [:half], score raw and calibrated on rows [half:], per question."""
     tg = {q.name: targets[:, j] for j, q in enumerate(QUESTIONS)}
     fit = fit_card_calibration(card, {k: v[:half] for k, v in probs.items()},
                                targets={k: v[:half] for k, v in tg.items()}, method=method)
-    rows, tot = {}, {"raw": [0.0, 0.0, 0], "cal": [0.0, 0.0, 0]}
+    rows = {}
     for q in QUESTIONS:
         y = tg[q.name][half:]
         ok = y >= 0
@@ -60,13 +73,7 @@ def _morph_table(card: dict[str, Any], probs: dict[str, np.ndarray], targets: np
         r = {"raw": class_scores(p, y[ok]), "cal": class_scores(cal.apply(p), y[ok]),
              "map": fit["groups"][q.name]}
         rows[q.name] = r
-        for s in ("raw", "cal"):
-            tot[s][0] += r[s]["n"] * r[s]["ece"]
-            tot[s][1] += r[s]["n"] * r[s]["brier"]
-            tot[s][2] += r[s]["n"]
-    summary = {f"{m}_{s}": tot[s][i] / tot[s][2] for s in tot for i, m in ((0, "ece"),
-                                                                           (1, "brier"))}
-    return {"questions": rows, **summary}
+    return _summary(rows)
 
 
 def _print_morph(title: str, res: dict[str, Any]) -> None:
@@ -133,7 +140,7 @@ def _card_table(card: dict[str, Any], probs: dict[str, np.ndarray], targets: np.
     from tilecat.calibrate.card import card_calibrators
 
     cals = card_calibrators(card)
-    rows, tot = {}, {"raw": [0.0, 0.0, 0], "cal": [0.0, 0.0, 0]}
+    rows = {}
     for j, q in enumerate(QUESTIONS):
         y = targets[:, j]
         ok = y >= 0
@@ -143,13 +150,7 @@ def _card_table(card: dict[str, Any], probs: dict[str, np.ndarray], targets: np.
         r = {"raw": class_scores(p, y[ok]), "cal": class_scores(cals[q.name].apply(p), y[ok]),
              "map": cals[q.name].to_dict()}
         rows[q.name] = r
-        for s in ("raw", "cal"):
-            tot[s][0] += r[s]["n"] * r[s]["ece"]
-            tot[s][1] += r[s]["n"] * r[s]["brier"]
-            tot[s][2] += r[s]["n"]
-    summary = {f"{m}_{s}": tot[s][i] / tot[s][2] for s in tot for i, m in ((0, "ece"),
-                                                                           (1, "brier"))}
-    return {"questions": rows, **summary}
+    return _summary(rows)
 
 
 def real(cache: Path, n_cal: int, seed: int, configs: dict[str, str | None],
@@ -161,21 +162,12 @@ def real(cache: Path, n_cal: int, seed: int, configs: dict[str, str | None],
     import torch
 
     from tilecat.calibrate.labelled import load_labelled
-    from tilecat.calibrate.stampsets import ensure_stamp_set, stamp_set_path
-    from tilecat.models import load_card, model_dir
+    from tilecat.calibrate.stampsets import shipped_models_with_stamps
 
     torch.set_num_threads(1)
     out: dict[str, Any] = {}
-    for model in ("morphology", "photoz"):
-        try:
-            d = model_dir(model)
-            card = load_card(d)
-        except Exception:
-            print(f"\n--- trained {model} model: not shipped yet, skipped")
-            continue
-        cfg = configs.get(model)
-        stamps = ensure_stamp_set(stamp_set_path(cache, "calib-cal", cfg, seed, n_cal), cfg,
-                                  n_cal, seed, workers=workers)
+    for model, d, card, stamps in shipped_models_with_stamps(cache, n_cal, seed, configs,
+                                                             workers=workers):
         lab = load_labelled(card, d, stamps, log=print)
         if model == "morphology":
             targets = np.stack([lab.targets[q.name] for q in QUESTIONS], axis=1)

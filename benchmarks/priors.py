@@ -273,26 +273,18 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
     aggregate : dict, optional
         ``aggregate`` config settings of the surveys (default: the config defaults).
     """
-    from tilecat.calibrate.stampsets import ensure_stamp_set, stamp_set_path
-    from tilecat.models import load_card, model_dir
+    from tilecat.calibrate.stampsets import cached_stamp_set, shipped_models_with_stamps
+    from tilecat.models import load_card
 
     import torch
 
     torch.set_num_threads(1)
     res: dict[str, Any] = {}
-    for model in ("morphology", "photoz"):
-        try:
-            src = model_dir(model)
-            card = load_card(src)
-        except Exception:
-            print(f"\n--- trained {model} model: not shipped yet, skipped")
-            continue
+    for model, src, card, cal_set in shipped_models_with_stamps(cache, n_cal, seed, configs,
+                                                                workers=workers):
         cfg = configs.get(model)
-        cal_set = ensure_stamp_set(stamp_set_path(cache, "calib-cal", cfg, seed, n_cal), cfg,
-                                   n_cal, seed, workers=workers)
-        sur_set = ensure_stamp_set(stamp_set_path(cache, "calib-survey", cfg, seed + 1,
-                                                  n_survey[model]), cfg, n_survey[model],
-                                   seed + 1, workers=workers)
+        sur_set = cached_stamp_set(cache, "calib-survey", cfg, seed + 1, n_survey[model],
+                                   workers=workers)
         print(f"\n=== trained {model} model (sha256 {card['sha256'][:12]}); stamp sets "
               f"{cal_set.name}, {sur_set.name}")
         lab = _outputs(model, src, cal_set, cache)
@@ -312,9 +304,8 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
                 variants["card"] = (None, None, "the shipped card's calibration")
             # as the card, refitted here on a labelled set in training conditions, with
             # the EM transfer test on the held-out labelled set
-            train_set = ensure_stamp_set(stamp_set_path(cache, "calib-cal", cfg, seed, n_cal,
-                                                        heldout=False), cfg, n_cal, seed,
-                                         heldout=False, workers=workers)
+            train_set = cached_stamp_set(cache, "calib-cal", cfg, seed, n_cal, heldout=False,
+                                         workers=workers)
             variants["transfer"] = (_outputs(model, src, train_set, cache), lab,
                                     "calibrated on training conditions + EM transfer test "
                                     "on the held-out labelled set")

@@ -18,7 +18,8 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["load_config", "validate_config", "config_hash", "schema", "EXECUTION_SECTIONS"]
+__all__ = ["load_config", "validate_config", "config_hash", "schema", "EXECUTION_SECTIONS",
+           "check_schema", "read_yaml"]
 
 
 @lru_cache(maxsize=1)
@@ -44,6 +45,70 @@ def _fill_defaults(validator_cls: Any) -> Any:
     return validators.extend(validator_cls, {"properties": set_defaults})
 
 
+def check_schema(instance: Any, sch: dict[str, Any], source: str, *, passes: int = 1) -> None:
+    """Validate ``instance`` against the JSON Schema ``sch``, filling ``default`` values
+    in place.
+
+    Parameters
+    ----------
+    instance : Any
+        The document (as read from YAML); modified in place.
+    sch : dict
+        JSON Schema (draft 2020-12).
+    source : str
+        Name used in error messages (the file).
+    passes : int
+        Validation passes (a second one fills the defaults inside objects the first
+        one created from defaults).
+
+    Raises
+    ------
+    ConfigError
+        ``"<source>: key '<dotted.path>': <reason>"`` for the first error by key path
+        (``(top level)`` for the root; ``unknown key: ...`` for additional properties).
+    """
+    from jsonschema import Draft202012Validator
+
+    cls = _fill_defaults(Draft202012Validator)
+    for _ in range(passes):
+        errors = sorted(cls(sch).iter_errors(instance), key=lambda e: list(e.path))
+        if errors:
+            err = errors[0]
+            key = ".".join(str(p) for p in err.path) or "(top level)"
+            msg = err.message
+            if err.validator == "additionalProperties":
+                msg = f"unknown key: {msg}"
+            raise ConfigError(f"{source}: key '{key}': {msg}")
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse the YAML file ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        YAML file.
+    what : str
+        What the file is, for error messages (e.g. ``"config file"``).
+
+    Returns
+    -------
+    Any
+        The parsed document (None for an empty file).
+
+    Raises
+    ------
+    ConfigError
+        ``"<what> <path> does not exist"`` or ``"<what> <path> is not valid YAML: ..."``.
+    """
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it.
 
@@ -52,19 +117,8 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     ConfigError
         Naming the offending key path and the reason.
     """
-    from jsonschema import Draft202012Validator
-
-    cls = _fill_defaults(Draft202012Validator)
     # two passes: defaults of nested objects created by the first pass get filled too
-    for _ in range(2):
-        errors = sorted(cls(schema()).iter_errors(config), key=lambda e: list(e.path))
-        if errors:
-            err = errors[0]
-            key = ".".join(str(p) for p in err.path) or "(top level)"
-            msg = err.message
-            if err.validator == "additionalProperties":
-                msg = f"unknown key: {msg}"
-            raise ConfigError(f"{source}: key '{key}': {msg}")
+    check_schema(config, schema(), source, passes=2)
     survey = config["survey"]
     missing = [b for b in survey["bands"] if b not in survey["zeropoints"]]
     if missing:
@@ -86,12 +140,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         The validated configuration.
     """
     path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    config = read_yaml(path, "config file")
     if not isinstance(config, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return validate_config(config, source=str(path))

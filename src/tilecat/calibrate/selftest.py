@@ -155,8 +155,6 @@ def tree_self_test(method: str, probs: Mapping[str, np.ndarray], targets: Mappin
         Question -> result (as :func:`em_self_test`).
     """
     from ..morphology.tree import QUESTIONS
-    from ..priors.em import PriorGroup
-    from ..priors.tree import MORPHOLOGY_PATHS, path_indices
     from .calibrators import Identity
     from .fit import fit_calibrator
 
@@ -166,26 +164,18 @@ def tree_self_test(method: str, probs: Mapping[str, np.ndarray], targets: Mappin
     n = probs[names[0]].shape[0]
     perm = np.random.default_rng(0).permutation(n)
     a, b = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
-    answers = {q.name: q.answers for q in QUESTIONS}
-    block, groups, truth = {}, [], {}
+    entries = []
     for q in QUESTIONS:
         if q.name not in names:
             continue
         p, y = np.asarray(probs[q.name], np.float64), np.asarray(targets[q.name], np.int64)
         fa = a[y[a] >= 0]
         cal = fit_calibrator(method, p[fa], y[fa]) if len(fa) >= min_objects else Identity()
-        block[q.name] = cal.apply(p[b])
         start = np.asarray(priors[q.name], np.float64)
         if implicit and len(fa) >= min_objects:
             start = np.maximum(np.bincount(y[fa], minlength=len(q.answers)) / len(fa), 1e-6)
-        path = MORPHOLOGY_PATHS[q.name]
-        if not all(parent in names for parent, _ in path):
-            path = ()
-        groups.append(PriorGroup(q.name, q.answers, start / start.sum(),
-                                 parents=path_indices(path, answers)))
-        yb = y[b][y[b] >= 0]
-        truth[q.name] = (np.bincount(yb, minlength=len(q.answers)) / max(len(yb), 1), len(yb))
-    return _tree_check(block, groups, truth, names, min_objects)
+        entries.append((q, cal.apply(p[b]), start, y[b]))
+    return _tree_em(entries, min_objects)
 
 
 def tree_transfer_test(calibrators: Mapping[str, Any], probs: Mapping[str, np.ndarray],
@@ -218,28 +208,54 @@ def tree_transfer_test(calibrators: Mapping[str, Any], probs: Mapping[str, np.nd
         Question -> result (as :func:`em_self_test`).
     """
     from ..morphology.tree import QUESTIONS
+
+    entries = []
+    for q in QUESTIONS:
+        if q.name in probs and q.name in targets and q.name in calibrators:
+            p, y = np.asarray(probs[q.name], np.float64), np.asarray(targets[q.name], np.int64)
+            entries.append((q, calibrators[q.name].apply(p), priors[q.name], y))
+    return _tree_em(entries, min_objects)
+
+
+def _tree_em(entries: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]],
+             min_objects: int) -> dict[str, dict[str, Any]]:
+    """Run the joint EM check of the morphology questions in ``entries``.
+
+    Parameters
+    ----------
+    entries : list of (question, q, start, y)
+        In :data:`tilecat.morphology.tree.QUESTIONS` order: the question, its calibrated
+        outputs ``q`` (M, K) of the objects EM runs over, the prior ``start`` (K,) EM
+        starts from (normalised here) and the true answers ``y`` (M,) of those objects
+        (-1 where the question does not apply). A question's tree path is used only
+        when all its parent questions are in ``entries``.
+    min_objects : int
+        Questions with fewer applicable objects are left out of the comparison.
+
+    Returns
+    -------
+    dict
+        Question -> result (as :func:`em_self_test`); empty for no entries.
+    """
+    from ..morphology.tree import QUESTIONS
     from ..priors.em import PriorGroup
     from ..priors.tree import MORPHOLOGY_PATHS, path_indices
 
-    names = [q.name for q in QUESTIONS if q.name in probs and q.name in targets
-             and q.name in calibrators]
+    if not entries:
+        return {}
+    names = [q.name for q, *_ in entries]
     answers = {q.name: q.answers for q in QUESTIONS}
     block, groups, truth = {}, [], {}
-    for q in QUESTIONS:
-        if q.name not in names:
-            continue
-        p, y = np.asarray(probs[q.name], np.float64), np.asarray(targets[q.name], np.int64)
-        block[q.name] = calibrators[q.name].apply(p)
+    for q, calibrated, start, y in entries:
+        block[q.name] = calibrated
         path = MORPHOLOGY_PATHS[q.name]
         if not all(parent in names for parent, _ in path):
             path = ()
-        start = np.asarray(priors[q.name], np.float64)
+        start = np.asarray(start, np.float64)
         groups.append(PriorGroup(q.name, q.answers, start / start.sum(),
                                  parents=path_indices(path, answers)))
         yy = y[y >= 0]
         truth[q.name] = (np.bincount(yy, minlength=len(q.answers)) / max(len(yy), 1), len(yy))
-    if not names:
-        return {}
     return _tree_check(block, groups, truth, names, min_objects)
 
 

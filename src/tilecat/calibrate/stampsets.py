@@ -20,9 +20,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["sim_config_tag", "stamp_set_path", "ensure_stamp_set"]
+__all__ = ["sim_config_tag", "stamp_set_path", "ensure_stamp_set", "cached_stamp_set",
+           "shipped_models_with_stamps"]
 
 
 def sim_config_tag(config: str | Path | None) -> str:
@@ -87,3 +90,76 @@ def ensure_stamp_set(path: str | Path, config: str | Path | None, n: int, seed: 
     pre = (lambda: os.nice(int(nice))) if nice else None
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, preexec_fn=pre)
     return path
+
+
+def cached_stamp_set(cache: str | Path, role: str, config: str | Path | None, seed: int,
+                     n: int, *, heldout: bool = True, workers: int = 2) -> Path:
+    """The stamp set :func:`stamp_set_path` names, simulated by :func:`ensure_stamp_set`
+    unless it is already in ``cache``.
+
+    Parameters
+    ----------
+    cache : path
+        Cache directory.
+    role : str
+        Name prefix (e.g. ``calib-cal``, ``calib-survey``).
+    config : path or None
+        Simulation YAML (None: the demo survey).
+    seed, n : int
+        Seed and number of stamps.
+    heldout : bool
+        Held-out observing conditions.
+    workers : int
+        Simulation processes.
+
+    Returns
+    -------
+    Path
+        The Zarr store.
+    """
+    path = stamp_set_path(cache, role, config, seed, n, heldout=heldout)
+    return ensure_stamp_set(path, config, n, seed, heldout=heldout, workers=workers)
+
+
+def shipped_models_with_stamps(
+    cache: str | Path, n_cal: int, seed: int, configs: Mapping[str, str | Path | None], *,
+    workers: int = 2, models: tuple[str, ...] = ("morphology", "photoz"),
+    log: Callable[[str], Any] = print,
+) -> Iterator[tuple[str, Path, dict[str, Any], Path]]:
+    """Each shipped model with its held-out labelled stamp set (role ``calib-cal``).
+
+    A model that is not shipped (or whose card does not load) is logged and skipped.
+
+    Parameters
+    ----------
+    cache : path
+        Cache directory of the stamp sets.
+    n_cal, seed : int
+        Number of stamps and seed of the labelled set.
+    configs : mapping
+        Model -> simulation YAML of its stamp sets (missing or None: the demo survey).
+    workers : int
+        Simulation processes.
+    models : tuple of str
+        Model names, in the order yielded.
+    log : callable
+        Receives the "not shipped" messages.
+
+    Yields
+    ------
+    tuple
+        ``(model, model directory, card, labelled stamp set)``; the set is simulated
+        (unless cached) before the tuple is yielded.
+    """
+    from ..models import load_card, model_dir
+
+    for model in models:
+        try:
+            mdir = model_dir(model)
+            card = load_card(mdir)
+        except Exception:
+            log(f"\n--- trained {model} model: not shipped yet, skipped")
+            continue
+        stamps = cached_stamp_set(cache, "calib-cal", configs.get(model), seed, n_cal,
+                                  workers=workers)
+        yield model, mdir, card, stamps

@@ -18,15 +18,14 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import read_yaml
 from ..errors import ConfigError
 from .photometry import LSST_BANDS
 
 __all__ = ["DEFAULTS", "SIMVER", "load_sim_config", "validate_sim_config", "tile_shape"]
 
 #: Simulator version, written to every FITS header (SIMVER) and survey.yaml.
-SIMVER = "1.0"
+SIMVER = "1.1"  # 1.1: dead pixels read -sky + read noise; physical persistence ghosts
 
 _KINDS = ("elliptical", "lenticular", "spiral", "edgeon", "irregular", "merger")
 
@@ -349,12 +348,7 @@ def load_sim_config(
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
-        try:
-            user = yaml.safe_load(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"simulation config file {path} does not exist") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"simulation config file {path} is not valid YAML: {exc}") from exc
+        user = read_yaml(path, "simulation config file")
         if user is None:
             user = {}
         if not isinstance(user, dict):

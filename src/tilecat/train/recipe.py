@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..config import check_schema, read_yaml
 from ..errors import ConfigError
 
 __all__ = ["SetSpec", "StageSpec", "ModelRecipe", "Recipe", "load_recipe", "parse_recipe",
@@ -178,21 +179,9 @@ class Recipe:
 
 
 def _schema_check(raw: Any, source: str) -> dict[str, Any]:
-    from jsonschema import Draft202012Validator
-
-    from ..config import _fill_defaults
-
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
-    cls = _fill_defaults(Draft202012Validator)
-    errors = sorted(cls(schema()).iter_errors(raw), key=lambda e: list(e.path))
-    if errors:
-        err = errors[0]
-        key = ".".join(str(p) for p in err.path) or "(top level)"
-        msg = err.message
-        if err.validator == "additionalProperties":
-            msg = f"unknown key: {msg}"
-        raise ConfigError(f"{source}: key '{key}': {msg}")
+    check_schema(raw, schema(), source)
     return raw
 
 
@@ -279,10 +268,5 @@ def parse_recipe(raw: Any, source: str = "recipe", base_dir: str | Path = ".") -
 def load_recipe(path: str | Path = DEFAULT_RECIPE) -> Recipe:
     """Read and validate a recipe file (relative set configs: relative to its directory)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"training recipe {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"training recipe {path} is not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "training recipe")
     return parse_recipe(raw, source=str(path), base_dir=path.parent)
