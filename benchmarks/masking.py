@@ -1,15 +1,20 @@
 """Benchmark of the defect masker (issue 4): simulated held-out set, real DECam crops,
-throughput, and astroscrappy (L.A.Cosmic) side by side when installed.
+throughput, and astroscrappy (L.A.Cosmic), deepCR (DECam model) and MaxiMask side by side
+when installed (``pip install -e '.[peers]'``; MaxiMask needs TensorFlow in its own venv, see
+``benchmarks/peers_masking.py``).
 
 Usage::
 
     python benchmarks/masking.py [--model default] [--sim-data STORE | --sim-n 300]
-        [--decam-dir /work/shared/realdata/decam_cp_crops] [--threads 1]
+        [--decam-dir /work/shared/realdata/decam_cp_crops] [--threads 2]
+        [--peers deepcr,maximask] [--maximask-python /work/peers-venv/bin/python]
 
 Figures:
 
 - simulated held-out defect patches (other seed and observing conditions than
-  training): per-class ROC AUC, average precision, TPR at FPR 1e-3 and 1e-4;
+  training; the cached store is remade when the simulator's defect physics,
+  ``tilecat.simulate.defects.DEFECTS_VERSION``, changes): per-class ROC AUC, average
+  precision, TPR at FPR 1e-3 and 1e-4;
 - real DECam community-pipeline crops, CP codes as truth (5 cosmic ray, 1 bad pixel,
   3 saturated, 4 bleed). ``ooi`` is in ADU with the sky in (the masker subtracts its own
   background); ``oow`` is 0 on every flagged pixel and is filled from neighbours
@@ -19,6 +24,13 @@ Figures:
   around it). Also the fraction of unflagged real pixels the masker flags;
 - throughput: full masking of a 2048² real coadd region (input preparation + tiled
   inference + bits), model load timed apart; astroscrappy on the same pixels.
+
+Peers (``benchmarks/peers_masking.py``; their figures are null when not installed):
+deepCR's DECam model (cosmic rays; probability used as the score) and MaxiMask (14
+classes mapped onto ours: CR, hot <- HCL/HP, dead <- DCL/DP, trail, saturated and bleed <-
+SAT, persistence) on the same simulated patches (put in DECam-like ADU with the sky in,
+signal-to-noise kept), the same real DECam crops (``ooi`` as is), and the same coadd
+pixels for throughput; ratios masker/peer (AP, speed) are printed and in the JSON line.
 
 The last line is one JSON object.
 """
@@ -61,7 +73,7 @@ def _astroscrappy():
     return astroscrappy
 
 
-def bench_sim(model, card, args, scrappy) -> dict:
+def bench_sim(model, card, args, scrappy, peers=None) -> dict:
     import xarray as xr
 
     from tilecat.mask.data import bits_to_targets, load_patches, make_patches
@@ -79,13 +91,26 @@ def bench_sim(model, card, args, scrappy) -> dict:
     y = np.moveaxis(bits_to_targets(ps.truth), 1, 0).reshape(len(DEFECT_CLASSES), -1)
     p = np.moveaxis(probs, 1, 0).reshape(len(DEFECT_CLASSES), -1)
     m = class_metrics(y, p, DEFECT_CLASSES, thresholds=card["thresholds"])
-    out = {"sim_patches": int(len(ps.x)), "sim_data": str(path), "sim_metrics": m}
-    print(f"simulated held-out set: {len(ps.x)} patches of {ps.x.shape[-1]}^2 from {path}")
+    out = {"sim_patches": int(len(ps.x)), "sim_data": str(path), "sim_metrics": m,
+           "sim_defects_version": int(ps.attrs.get("defects_version", 1))}
+    print(f"simulated held-out set: {len(ps.x)} patches of {ps.x.shape[-1]}^2 from {path} "
+          f"(defect physics version {out['sim_defects_version']})")
     print(f"{'class':12s} {'n_pos':>8s} {'AUC':>7s} {'AP':>7s} {'TPR@1e-3':>9s} {'TPR@1e-4':>9s}")
     for c, v in m.items():
         f = lambda a: "   -   " if a is None else f"{a:7.4f}"  # noqa: E731
         print(f"{c:12s} {v['n_pos']:8d} {f(v['auc'])} {f(v['ap'])} {f(v['tpr_at_fpr_1e-03'])}  "
               f"{f(v['tpr_at_fpr_1e-04'])}")
+    if peers and any(v is not None for v in peers.values()):
+        from peers_masking import sigma_from_invvar_median, sim_peers
+
+        ds = xr.open_zarr(str(path), consolidated=False)
+        flux = ds["flux"].values[: len(ps.x)]
+        if "sky_sigma" in ds:
+            sig = ds["sky_sigma"].values[: len(ps.x)].astype(float)
+        else:
+            sig = np.array([sigma_from_invvar_median(v)
+                            for v in ds["invvar"].values[: len(ps.x)]])
+        out.update(sim_peers(peers, flux, sig, y, p, m, DEFECT_CLASSES))
     if scrappy is not None:
         ds = xr.open_zarr(str(path), consolidated=False)
         flux = ds["flux"].values[: len(ps.x)]
@@ -169,7 +194,7 @@ def bench_tiles(model, card, args) -> dict:
     return out
 
 
-def bench_decam(model, card, args, scrappy) -> dict:
+def bench_decam(model, card, args, scrappy, peers=None) -> dict:
     from astropy.io import fits
 
     from tilecat.mask.infer import predict_probs
@@ -182,7 +207,7 @@ def bench_decam(model, card, args, scrappy) -> dict:
         return {}
     radius = card["receptive_field"]["radius"]
     thr = np.array([card["thresholds"][c] for c in DEFECT_CLASSES], np.float32)
-    codes_all, probs_all, scrappy_all = [], [], []
+    codes_all, probs_all, scrappy_all, images = [], [], [], []
     for f in files:
         ood = np.asarray(fits.getdata(f.replace("_ooi_", "_ood_")), dtype=np.int32)
         ooi = np.asarray(fits.getdata(f), dtype=np.float32)
@@ -190,6 +215,7 @@ def bench_decam(model, card, args, scrappy) -> dict:
         x = prepare_band(ooi, oow)[None]
         probs = predict_probs(model, x, patch=256, halo=radius, batch_size=4)[0]
         codes_all.append(ood.ravel())
+        images.append(ooi)
         probs_all.append(probs.reshape(len(DEFECT_CLASSES), -1))
         if scrappy is not None:
             with fits.open(f) as hl:
@@ -227,6 +253,10 @@ def bench_decam(model, card, args, scrappy) -> dict:
     print("  fraction of CP-unflagged pixels flagged per class: "
           + ", ".join(f"{c}={v:.2e}" for c, v in flagged.items()))
     out["real_metrics"] = real
+    if peers and any(v is not None for v in peers.values()):
+        from peers_masking import decam_peers
+
+        out.update(decam_peers(peers, images, codes, CP_CODES, real))
     out["real_unflagged_flag_fraction"] = flagged
     out["cr_ap_real"] = real["cosmic_ray"]["ap"]
     out["cr_tpr_at_1e-4_real"] = real["cosmic_ray"]["tpr_at_fpr_1e-04"]
@@ -240,7 +270,7 @@ def bench_decam(model, card, args, scrappy) -> dict:
     return out
 
 
-def bench_speed(model, card, args, scrappy, load_s: float) -> dict:
+def bench_speed(model, card, args, scrappy, load_s: float, peers=None) -> dict:
     from astropy.io import fits
 
     from tilecat.mask.run import mask_arrays
@@ -254,26 +284,43 @@ def bench_speed(model, card, args, scrappy, load_s: float) -> dict:
     y0, x0 = max(0, cy - n // 2), max(0, cx - n // 2)
     img, iv = img[y0:y0 + n, x0:x0 + n], iv[y0:y0 + n, x0:x0 + n]
     cfg = {"patch": args.patch, "batch_size": args.batch_size, "halo": None, "priors": {}}
+    # first call with a window shape: oneDNN builds its kernels (once per process, like
+    # MaxiMask's graph warm-up below): timed apart on one patch-sized corner
+    t = time.perf_counter()
+    mask_arrays(img[None, :args.patch, :args.patch], iv[None, :args.patch, :args.patch],
+                None, cfg, model, card)
+    warm = time.perf_counter() - t
     t = time.perf_counter()
     mask_arrays(img[None], iv[None], None, cfg, model, card)
     dt = time.perf_counter() - t
     mpix = img.size / 1e6
-    out = {"mpix_per_s": mpix / dt, "model_load_s": load_s, "speed_pixels": int(img.size),
-           "threads": args.threads}
-    print(f"\nthroughput on {img.shape} real coadd pixels ({args.threads} thread(s)): "
-          f"{mpix / dt:.3f} Mpix/s ({dt:.2f} s), model load {load_s * 1e3:.0f} ms")
+    out = {"mpix_per_s": mpix / dt, "model_load_s": load_s, "masker_warmup_s": warm,
+           "speed_pixels": int(img.size), "threads": args.threads, "patch": args.patch}
+    print(f"\nthroughput on {img.shape} real coadd pixels ({args.threads} thread(s), "
+          f"windows {args.patch}^2 + halo): {mpix / dt:.3f} Mpix/s ({dt:.2f} s, input "
+          f"preparation included), model load {load_s * 1e3:.0f} ms, warm-up {warm:.2f} s "
+          f"(untimed)")
     if scrappy is not None:
         var = np.where(iv > 0, 1.0 / np.where(iv > 0, iv, 1.0), 0.0).astype(np.float32)
         var[iv <= 0] = np.median(var[iv > 0])
-        t = time.perf_counter()
-        scrappy.detect_cosmics(img, invar=var, gain=1.0, readnoise=0.0, satlevel=1e30,
-                               psffwhm=1.3 / 0.262, verbose=False)
-        ds = time.perf_counter() - t
+        from threadpoolctl import threadpool_limits
+
+        # astroscrappy's C loops are OpenMP-parallel (its own libgomp): give it the same
+        # number of threads as the masker, not every core
+        with threadpool_limits(limits=args.threads, user_api="openmp"):
+            t = time.perf_counter()
+            scrappy.detect_cosmics(img, invar=var, gain=1.0, readnoise=0.0, satlevel=1e30,
+                                   psffwhm=1.3 / 0.262, verbose=False)
+            ds = time.perf_counter() - t
         out["astroscrappy_mpix_per_s"] = mpix / ds
         out["speed_vs_astroscrappy"] = (mpix / dt) / (mpix / ds)
         print(f"astroscrappy on the same pixels: {mpix / ds:.3f} Mpix/s ({ds:.2f} s); "
               f"masker/astroscrappy speed ratio {out['speed_vs_astroscrappy']:.3f} "
               f"(the masker does 7 classes, astroscrappy cosmic rays only)")
+    if peers and any(v is not None for v in peers.values()):
+        from peers_masking import speed_peers
+
+        out.update(speed_peers(peers, img, iv, mpix / dt))
     return out
 
 
@@ -288,10 +335,17 @@ def main() -> None:
     ap.add_argument("--sim-tiles", default=str(ROOT / "data" / "demo"),
                     help="simulated survey with truth-defects.fits.fz per tile ('' to skip)")
     ap.add_argument("--n-tiles", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads of the masker and deepCR, OpenMP threads of "
+                         "astroscrappy, TensorFlow threads of MaxiMask (default: both cores)")
     ap.add_argument("--speed-size", type=int, default=2048)
     ap.add_argument("--patch", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--peers", default="deepcr,maximask",
+                    help="comma-separated peers to run when installed ('' for none)")
+    ap.add_argument("--maximask-python", default=None,
+                    help="python of a venv with MaxiMask + TensorFlow (default "
+                         "$TILECAT_MAXIMASK_PYTHON; else in-process if importable)")
     args = ap.parse_args()
 
     import torch
@@ -303,17 +357,23 @@ def main() -> None:
     model, card = load_masker(args.model)
     load_s = time.perf_counter() - t
     scrappy = _astroscrappy()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers_masking import load_peers
+    from peers_masking import summary as peers_summary
+
+    peers = load_peers(args.peers.split(","), args.maximask_python, args.threads)
     res: dict = {}
-    res.update(bench_sim(model, card, args, scrappy))
+    res.update(bench_sim(model, card, args, scrappy, peers))
     if args.sim_tiles and Path(args.sim_tiles).is_dir():
         res.update(bench_tiles(model, card, args))
-    res.update(bench_decam(model, card, args, scrappy))
-    res.update(bench_speed(model, card, args, scrappy, load_s))
+    res.update(bench_decam(model, card, args, scrappy, peers))
+    res.update(bench_speed(model, card, args, scrappy, load_s, peers))
     sim = res.get("sim_metrics", {})
     auc = {c: v["auc"] for c, v in sim.items()}
     valid = [a for a in auc.values() if a is not None]
     summary = {
         "min_auc_sim": min(valid) if valid else None,
+        "sim_defects_version": res.get("sim_defects_version"),
         "auc_sim": auc,
         "ap_sim": {c: v["ap"] for c, v in sim.items()},
         "tpr_at_1e-4_sim": {c: v["tpr_at_fpr_1e-04"] for c, v in sim.items()},
@@ -327,6 +387,7 @@ def main() -> None:
         "real_unflagged_flag_fraction": res.get("real_unflagged_flag_fraction"),
         "mpix_per_s": res.get("mpix_per_s"),
         "model_load_s": res.get("model_load_s"),
+        "masker_warmup_s": res.get("masker_warmup_s"),
         "threads": args.threads,
         "speed_vs_astroscrappy": res.get("speed_vs_astroscrappy"),
         "astroscrappy_mpix_per_s": res.get("astroscrappy_mpix_per_s"),
@@ -336,6 +397,7 @@ def main() -> None:
         "astroscrappy_cr_flag_fraction_unflagged_real":
             res.get("astroscrappy_cr_flag_fraction_unflagged_real"),
     }
+    summary.update(peers_summary(res, peers))
     print(json.dumps(summary, sort_keys=True))
 
 

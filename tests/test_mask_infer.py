@@ -189,3 +189,25 @@ def test_prepare_constant_weight_map():
     np.testing.assert_allclose(x[1], 1.0, atol=1e-6)
     assert np.median(x[0][:, 100]) > 2.0              # the column stands out in sigma units
     assert 0.72 < np.std(x[0][:, :90]) < 0.88           # std of arcsinh(N(0, 1)) = 0.80
+
+
+def test_folded_batchnorm_gives_the_same_logits():
+    """Inference copy with BatchNorm folded into the convolutions: same logits (to float
+    rounding) with non-trivial BN statistics; the original is untouched."""
+    m = _net(6)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g))
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.randn(mod.num_features, generator=g))
+                mod.bias.copy_(torch.randn(mod.num_features, generator=g))
+    m.eval()
+    f = m.folded()
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    x = torch.randn(2, 2, 64, 64, generator=g)
+    with torch.inference_mode():
+        a, b = m(x), f(x)
+    assert float((a - b).abs().max()) < 1e-4 * max(1.0, float(a.abs().max()))

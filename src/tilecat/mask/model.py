@@ -20,7 +20,8 @@ def resolve_name(name: str | Path) -> str | Path:
 
 
 def load_masker(name_or_dir: str | Path, device: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Load the masker network and its card (sha256-checked, eval mode).
+    """Load the masker network and its card (sha256-checked, eval mode, for inference:
+    BatchNorm folded into the convolutions, :meth:`tilecat.mask.net.MaskNet.folded`).
 
     Raises
     ------
@@ -38,7 +39,7 @@ def load_masker(name_or_dir: str | Path, device: Any = None) -> tuple[Any, dict[
             f"masker {name_or_dir!r}: card classes {list(classes)} differ from "
             f"tilecat.bits.DEFECT_CLASSES {list(DEFECT_CLASSES)}"
         )
-    return module, card
+    return module.folded(), card
 
 
 def halo_for(card: dict[str, Any], configured: int | None = None) -> int:
