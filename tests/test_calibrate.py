@@ -195,6 +195,12 @@ def test_run_calibrate_from_parquet(tmp_path):
     assert zc["groups"]["z"]["kind"] == "pit"
     assert zc["metrics"]["z"]["after"]["pit_ks"] < 0.5 * zc["metrics"]["z"]["before"]["pit_ks"]
     assert zc["metrics"]["z"]["em_self_test"]["ok"]
+    # the calibrated PDFs carry their own N(z): the mean calibrated PDF of the labelled set
+    from tilecat.calibrate.card import card_priors
+
+    zprior = np.asarray(zc["groups"]["z"]["prior"])
+    assert zprior.shape == (len(ZGrid().centres),) and zprior.sum() == pytest.approx(1.0, abs=1e-6)
+    assert card_priors(load_card(s.models["photoz"]))["z"] == pytest.approx(zprior / zprior.sum())
     # with a check set (here the labelled set itself): the transfer test is stored too
     from tilecat.calibrate import run_calibrate
 
@@ -266,3 +272,23 @@ def test_em_transfer_test_catches_a_map_that_does_not_carry_over():
     assert tests["t"]["ok"] and tests["edge_on"]["ok"]
     # the self-test (one labelled set) cannot see it
     assert shifted["metrics"]["merger"]["em_self_test"]["ok"]
+
+
+def test_implied_prior_is_the_em_fixed_point():
+    """Calibrated posteriors of a known two-Gaussian mixture: their mean is the class
+    mix, and EM started there on the same objects does not move."""
+    from tilecat.calibrate.card import implied_prior
+    from tilecat.priors.em import em_priors
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(20000) < 0.3).astype(int)
+    x = rng.normal(2.0 * y, 1.0)
+    like = np.stack([np.exp(-0.5 * x ** 2), np.exp(-0.5 * (x - 2.0) ** 2)], axis=1)
+    q = like * [0.7, 0.3]
+    q /= q.sum(1, keepdims=True)
+    pi = implied_prior(q)
+    assert pi == pytest.approx([0.7, 0.3], abs=0.01)
+    res = em_priors(q, pi, tol=1e-9, max_iter=100)
+    assert res.priors["p"] == pytest.approx(pi, abs=1e-4)
+    # a flat floor keeps empty bins movable
+    assert implied_prior(np.array([[1.0, 0.0]])).min() > 0

@@ -30,8 +30,8 @@ from .groups import card_groups
 from .metrics import class_scores, pdf_scores, reliability
 from .selftest import em_self_test, tree_self_test
 
-__all__ = ["card_calibrators", "card_priors", "fit_card_calibration", "MIN_OBJECTS",
-           "IMPLICIT_PRIOR"]
+__all__ = ["card_calibrators", "card_priors", "fit_card_calibration", "implied_prior",
+           "MIN_OBJECTS", "IMPLICIT_PRIOR"]
 
 #: fewer labelled objects than this for a group: keep it uncalibrated (identity)
 MIN_OBJECTS = 20
@@ -67,6 +67,25 @@ def card_priors(card: Mapping[str, Any]) -> dict[str, np.ndarray]:
         p = np.asarray(prior, np.float64) if prior is not None else g.prior_train
         out[g.name] = p / p.sum()
     return out
+
+
+def implied_prior(q: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """The prior that calibrated posteriors carry: their mean over a labelled set.
+
+    Parameters
+    ----------
+    q : ndarray, shape (N, K)
+        Calibrated probabilities (or PDFs on a redshift grid, per bin) of N objects.
+    floor : float
+        Smallest value kept (so that EM can move every bin or class).
+
+    Returns
+    -------
+    ndarray, shape (K,)
+        ``mean_i q_i``, floored at ``floor`` and normalised to sum 1.
+    """
+    m = np.maximum(np.asarray(q, np.float64).mean(axis=0), floor)
+    return m / m.sum()
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:
@@ -146,8 +165,13 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
                      "pit_hist_after": after.get("pit_hist", [])}
             if len(z) >= 2 * MIN_OBJECTS:
                 entry["em_self_test"] = em_self_test(pdf_method, p, g.prior_train, grid=grid,
-                                                     z_true=z)
+                                                     z_true=z, implicit=True)
             group = cal.to_dict()
+            if len(z) >= MIN_OBJECTS:
+                # a PDF map changes the N(z) the PDFs carry: the prior of the calibrated
+                # PDFs is their mean over the labelled set (for calibrated posteriors,
+                # E_x[q(z|x)] = N(z)), which EM then starts from and divides out
+                group["prior"] = [round(float(v), 8) for v in implied_prior(cal.apply(p))]
         else:
             if targets is None or g.name not in targets:
                 continue

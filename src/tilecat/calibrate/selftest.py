@@ -58,8 +58,10 @@ def em_self_test(method: str, p: np.ndarray, prior: np.ndarray, *, y: np.ndarray
     grid, z_true :
         the redshift grid and true redshifts (PDFs).
     implicit : bool
-        The calibration map sets its own prior (BCTS, isotonic): EM then starts from
-        the fitting half's class fractions instead of ``prior``.
+        The calibration map sets its own prior (BCTS, isotonic; any PDF map): EM then
+        starts from the fitting half's class fractions (PDFs: the mean calibrated PDF
+        of the fitting half, :func:`tilecat.calibrate.card.implied_prior`) instead of
+        ``prior``.
 
     Returns
     -------
@@ -67,7 +69,7 @@ def em_self_test(method: str, p: np.ndarray, prior: np.ndarray, *, y: np.ndarray
         ``ok``, ``n``, ``error`` (max abs error or KS), ``tolerance``, ``converged``,
         ``n_iter``, ``true`` and ``em`` (rounded).
     """
-    from .fit import bin_index, fit_calibrator
+    from .fit import fit_calibrator
 
     pdf = y is None
     n = p.shape[0]
@@ -77,14 +79,16 @@ def em_self_test(method: str, p: np.ndarray, prior: np.ndarray, *, y: np.ndarray
     if pdf:
         cal = fit_calibrator(method, p[a], grid=grid, z_true=z_true[a])
         true = grid.histogram(z_true[b])
-        labels_a = bin_index(grid, z_true[a])
     else:
         cal = fit_calibrator(method, p[a], y[a])
         true = np.bincount(y[b], minlength=k) / max(len(b), 1)
-        labels_a = y[a]
     start = np.asarray(prior, np.float64)
-    if implicit:
-        start = np.maximum(np.bincount(labels_a, minlength=k) / max(len(a), 1), 1e-6)
+    if implicit and pdf:
+        from .card import implied_prior
+
+        start = implied_prior(cal.apply(p[a]))
+    elif implicit:
+        start = np.maximum(np.bincount(y[a], minlength=k) / max(len(a), 1), 1e-6)
     return _em_check(cal.apply(p[b]), start, true, pdf)
 
 
