@@ -62,15 +62,17 @@ def _module(name: str, size: int):
 
 
 def _card(name: str, size: int) -> dict:
-    card = {"input": {"bands": BANDS, "stamp_size": size, "pixel_scale": 0.262}}
+    card = {"input": {"bands": BANDS, "stamp_size": size, "pixel_scale": 0.262},
+            "arch": {"psf_input": True}}
     if name == "structure":
         card["arch"] = {"widths": [24, 48, 64, 64, 128, 128], "psf_input": True}
     return card
 
 
 def _extra(name: str, n: int, pixels: bool = False) -> tuple:
-    """Further inputs of a head's module: the PSF FWHM per band for structure."""
-    if name != "structure":
+    """Further inputs of a head's module: the PSF FWHM per band (morphology, structure;
+    arcsec, or pixels for the bare network)."""
+    if name not in ("morphology", "structure"):
         return ()
     return (torch.full((n, len(BANDS)), 1.3 / (0.262 if pixels else 1.0)),)
 
