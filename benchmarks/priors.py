@@ -262,7 +262,8 @@ def _print_self_tests(card: dict[str, Any], title: str) -> None:
 
 def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], seed: int,
               configs: dict[str, str | None], workers: int = 2,
-              aggregate: dict[str, Any] | None = None) -> dict[str, Any]:
+              aggregate: dict[str, Any] | None = None,
+              models: tuple[str, ...] = ("morphology", "photoz")) -> dict[str, Any]:
     """Part B with whatever trained models are shipped.
 
     Parameters
@@ -272,6 +273,8 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
         population the model applies to; None: the demo survey).
     aggregate : dict, optional
         ``aggregate`` config settings of the surveys (default: the config defaults).
+    models : tuple of str
+        The trained models to run.
     """
     from tilecat.calibrate.stampsets import cached_stamp_set, shipped_models_with_stamps
     from tilecat.models import load_card
@@ -281,7 +284,8 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
     torch.set_num_threads(1)
     res: dict[str, Any] = {}
     for model, src, card, cal_set in shipped_models_with_stamps(cache, n_cal, seed, configs,
-                                                                workers=workers):
+                                                                workers=workers,
+                                                                models=models):
         cfg = configs.get(model)
         sur_set = cached_stamp_set(cache, "calib-survey", cfg, seed + 1, n_survey[model],
                                    workers=workers)
@@ -360,6 +364,8 @@ def main() -> None:
                    help="simulation YAML of the photo-z stamp sets (default: the demo survey, "
                         "the empirical population the photo-z model was trained on)")
     p.add_argument("--workers", type=int, default=2, help="stamp simulation processes")
+    p.add_argument("--models", default="morphology,photoz",
+                   help="trained models to run (comma-separated)")
     p.add_argument("--em-prior-strength", type=float, default=None,
                    help="aggregate.em_prior_strength of the trained-model surveys (default: "
                         "the config default)")
@@ -378,7 +384,8 @@ def main() -> None:
                              {"morphology": a.morph_n_survey, "photoz": a.n_survey},
                              7101 + a.seed, configs, workers=a.workers,
                              aggregate=None if a.em_prior_strength is None else
-                             {"em_prior_strength": a.em_prior_strength})
+                             {"em_prior_strength": a.em_prior_strength},
+                             models=tuple(a.models.split(",")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     s, t = syn_res["shifted"], syn_res["training mix"]
