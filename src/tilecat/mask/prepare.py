@@ -65,19 +65,22 @@ def _sep_back(data: np.ndarray, mask: np.ndarray | None, size: int) -> np.ndarra
     b = max(8, min(size, ny, nx))
     d = np.ascontiguousarray(data, dtype=np.float32)
     m = None if mask is None else np.ascontiguousarray(mask, dtype=bool)
-    good = d[~m] if m is not None else d.ravel()
-    good = good[np.isfinite(good)]
-    level = float(np.median(good)) if good.size else 0.0
+
+    def level() -> float:  # median of the valid data (only where sep gives no answer)
+        good = d[~m] if m is not None else d.ravel()
+        good = good[np.isfinite(good)]
+        return float(np.median(good)) if good.size else 0.0
+
     try:
         back = np.asarray(sep.Background(d, mask=m, bw=b, bh=b, fw=3, fh=3).back(),
                           dtype=np.float32)
     except Exception:  # sep refuses e.g. fully masked images
-        return np.full_like(d, level)
+        return np.full_like(d, level())
     # sep's clipped-mode estimate is NaN on (nearly) constant meshes, e.g. a weight map
     # without source noise: those meshes take the median of the valid data
     finite = np.isfinite(back)
     if not finite.all():
-        back[~finite] = np.float32(level)
+        back[~finite] = np.float32(level())
     return back
 
 
