@@ -68,8 +68,9 @@ rule train_model:
         f"{TRAIN_LOGS}/{{model}}.log",
     conda:
         "../envs/tilecat.yaml"
-    # one torch thread: the shipped models were trained (and reproduce) with 1
-    threads: 1
+    # the torch threads the shipped model was trained (and reproduces) with: the
+    # recipe's resources.threads (default 1)
+    threads: lambda wc: model_resource(TRAIN, wc.model, "threads")
     resources:
         mem_mb=lambda wc: model_resource(TRAIN, wc.model, "mem_mb"),
         runtime=lambda wc: model_resource(TRAIN, wc.model, "runtime"),

@@ -15,6 +15,7 @@ import yaml
 
 from tilecat.errors import ConfigError
 from tilecat.train import load_recipe, packaged_models_dir, parse_recipe, run_training
+from tilecat.train.rules import model_resource
 
 from workflow_helpers import BIN, REPO, env
 
@@ -41,6 +42,8 @@ def test_recipe_reproduces_shipped_cards():
         assert final.sha256 == card["sha256"], name
         for key in ("epochs", "lr", "seed", "batch_size"):
             assert final.kwargs[key] == tr[key], (name, key)
+        # the train rule runs the trainer with the thread count the weights came from
+        assert model_resource(recipe, name, "threads") == (tr.get("threads") or 1), name
         if name != "masker":  # galaxy trainers record their sets, in the order read
             assert [f"{s}.zarr" for s in final.train] == \
                 [p["path"] for p in tr["data"]["parts"]], name

@@ -15,8 +15,8 @@ from .sets import set_path, simulate_args
 __all__ = ["model_set_paths", "simulate_command_args", "set_config_inputs",
            "model_resource", "DEFAULT_RESOURCES"]
 
-#: Resources of a training job whose recipe gives none (MB, minutes).
-DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60}
+#: Resources of a training job whose recipe gives none (MB, minutes, torch threads).
+DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "threads": 1}
 
 
 def model_set_paths(recipe: Recipe, model: str, work_dir: str | Path) -> list[str]:
@@ -37,5 +37,6 @@ def set_config_inputs(recipe: Recipe, name: str) -> list[str]:
 
 
 def model_resource(recipe: Recipe, model: str, key: str) -> int:
-    """Resource ``key`` (``mem_mb``, ``runtime`` in minutes) of ``model``'s training job."""
+    """Resource ``key`` (``mem_mb``, ``runtime`` in minutes, ``threads``) of ``model``'s
+    training job."""
     return int(recipe.model(model).resources.get(key, DEFAULT_RESOURCES[key]))
