@@ -198,7 +198,7 @@ def bench_decam(model, card, args, scrappy, peers=None) -> dict:
     from astropy.io import fits
 
     from tilecat.mask.infer import predict_probs
-    from tilecat.mask.metrics import tpr_at_fpr
+    from tilecat.mask.metrics import class_metrics
     from tilecat.mask.prepare import prepare_band
 
     files = sorted(glob.glob(os.path.join(args.decam_dir, "*", "*_ooi_*.fits")))
@@ -230,22 +230,12 @@ def bench_decam(model, card, args, scrappy, peers=None) -> dict:
     codes = np.concatenate(codes_all)
     probs = np.concatenate(probs_all, axis=1)
     out: dict = {"decam_crops": len(files), "decam_pixels": int(codes.size)}
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     print(f"\nreal DECam CP crops: {len(files)} crops, {codes.size} pixels")
     real = {}
     for code, name in CP_CODES.items():
         y = codes == code
-        s = _scores(probs, name)
-        n = int(y.sum())
-        r = {"n_pos": n, "auc": None, "ap": None, "tpr_at_fpr_1e-04": None}
-        if 0 < n < y.size:
-            r["auc"] = float(roc_auc_score(y, s))
-            r["ap"] = float(average_precision_score(y, s))
-            r["tpr_at_fpr_1e-04"] = tpr_at_fpr(y, s, 1e-4)
-            r["tpr_at_fpr_1e-03"] = tpr_at_fpr(y, s, 1e-3)
-        real[name] = r
-        print(f"  CP code {code} ({name}): {n} px, AUC {r['auc']}, AP {r['ap']}")
+        real[name] = r = class_metrics(y[None], _scores(probs, name)[None], [name])[name]
+        print(f"  CP code {code} ({name}): {r['n_pos']} px, AUC {r['auc']}, AP {r['ap']}")
     # flags on pixels the CP did not flag (not necessarily all false: CP misses too)
     clean = codes == 0
     hits = probs[:, clean] >= thr[:, None]

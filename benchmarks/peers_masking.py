@@ -488,20 +488,6 @@ def decam_peers(peers: dict[str, Any], images: Sequence[np.ndarray], codes: np.n
     ours : dict
         Our per-code metrics (name -> {"auc", "ap", ...}).
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    from tilecat.mask.metrics import tpr_at_fpr
-
-    def score(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
-        n = int(y.sum())
-        r: dict[str, Any] = {"n_pos": n, "auc": None, "ap": None,
-                             "tpr_at_fpr_1e-03": None, "tpr_at_fpr_1e-04": None}
-        if 0 < n < y.size:
-            r.update(auc=float(roc_auc_score(y, s)), ap=float(average_precision_score(y, s)),
-                     **{"tpr_at_fpr_1e-03": tpr_at_fpr(y, s, 1e-3),
-                        "tpr_at_fpr_1e-04": tpr_at_fpr(y, s, 1e-4)})
-        return r
-
     out: dict[str, Any] = {}
     clean = codes == 0
     cr = codes == 5
@@ -509,7 +495,7 @@ def decam_peers(peers: dict[str, Any], images: Sequence[np.ndarray], codes: np.n
     dc = peers.get("deepcr")
     if dc is not None:
         s = np.concatenate([dc.cr_prob(im).ravel() for im in images])
-        r = score(cr, s)
+        r = _metrics(cr, s)
         out["deepcr_real_metrics"] = {"cosmic_ray": r}
         out["deepcr_cr_flag_fraction_unflagged_real"] = float((s[clean] >= 0.5).mean())
         print(f"  deepCR (decam) CP code 5 (cosmic_ray): AUC {_f(r['auc'])} AP {_f(r['ap'])} "
@@ -528,7 +514,7 @@ def decam_peers(peers: dict[str, Any], images: Sequence[np.ndarray], codes: np.n
                   "bleed": np.maximum(p[k["saturated"]], p[k["bleed"]])}
         real = {}
         for code, name in cp_codes.items():
-            real[name] = r = score(codes == code, scores[name])
+            real[name] = r = _metrics(codes == code, scores[name])
             oo = ours.get(name, {})
             print(f"  MaxiMask CP code {code} ({name}): {r['n_pos']} px, AUC {_f(r['auc'])} "
                   f"AP {_f(r['ap'])} | masker AUC {_f(oo.get('auc'))} AP {_f(oo.get('ap'))}")

@@ -277,7 +277,7 @@ def test_em_transfer_test_catches_a_map_that_does_not_carry_over():
 def test_implied_prior_is_the_em_fixed_point():
     """Calibrated posteriors of a known two-Gaussian mixture: their mean is the class
     mix, and EM started there on the same objects does not move."""
-    from tilecat.calibrate.card import implied_prior
+    from tilecat.priors.formula import implied_prior
     from tilecat.priors.em import em_priors
 
     rng = np.random.default_rng(3)

@@ -24,14 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from ..priors.formula import implied_prior
 from .calibrators import Calibrator, Identity, from_dict
 from .fit import fit_calibrator
 from .groups import card_groups
 from .metrics import class_scores, pdf_scores, reliability
 from .selftest import em_self_test, tree_self_test
 
-__all__ = ["card_calibrators", "card_priors", "fit_card_calibration", "implied_prior",
-           "MIN_OBJECTS", "IMPLICIT_PRIOR"]
+__all__ = ["card_calibrators", "card_priors", "fit_card_calibration", "MIN_OBJECTS",
+           "IMPLICIT_PRIOR"]
 
 #: fewer labelled objects than this for a group: keep it uncalibrated (identity)
 MIN_OBJECTS = 20
@@ -67,25 +68,6 @@ def card_priors(card: Mapping[str, Any]) -> dict[str, np.ndarray]:
         p = np.asarray(prior, np.float64) if prior is not None else g.prior_train
         out[g.name] = p / p.sum()
     return out
-
-
-def implied_prior(q: np.ndarray, floor: float = 1e-6) -> np.ndarray:
-    """The prior that calibrated posteriors carry: their mean over a labelled set.
-
-    Parameters
-    ----------
-    q : ndarray, shape (N, K)
-        Calibrated probabilities (or PDFs on a redshift grid, per bin) of N objects.
-    floor : float
-        Smallest value kept (so that EM can move every bin or class).
-
-    Returns
-    -------
-    ndarray, shape (K,)
-        ``mean_i q_i``, floored at ``floor`` and normalised to sum 1.
-    """
-    m = np.maximum(np.asarray(q, np.float64).mean(axis=0), floor)
-    return m / m.sum()
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ..priors.formula import implied_prior
+
 __all__ = ["em_self_test", "tree_self_test", "tree_transfer_test", "pdf_transfer_test"]
 
 
@@ -60,7 +62,7 @@ def em_self_test(method: str, p: np.ndarray, prior: np.ndarray, *, y: np.ndarray
     implicit : bool
         The calibration map sets its own prior (BCTS, isotonic; any PDF map): EM then
         starts from the fitting half's class fractions (PDFs: the mean calibrated PDF
-        of the fitting half, :func:`tilecat.calibrate.card.implied_prior`) instead of
+        of the fitting half, :func:`tilecat.priors.formula.implied_prior`) instead of
         ``prior``.
 
     Returns
@@ -84,8 +86,6 @@ def em_self_test(method: str, p: np.ndarray, prior: np.ndarray, *, y: np.ndarray
         true = np.bincount(y[b], minlength=k) / max(len(b), 1)
     start = np.asarray(prior, np.float64)
     if implicit and pdf:
-        from .card import implied_prior
-
         start = implied_prior(cal.apply(p[a]))
     elif implicit:
         start = np.maximum(np.bincount(y[a], minlength=k) / max(len(a), 1), 1e-6)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["prior_weights", "correct", "correct_binary"]
+__all__ = ["prior_weights", "correct", "correct_binary", "implied_prior"]
 
 
 def prior_weights(prior_train: np.ndarray, prior_new: np.ndarray) -> np.ndarray:
@@ -108,3 +108,22 @@ def correct_binary(p: np.ndarray, p_train: float, p_survey: float) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(den > 0, num / den, 0.0)
     return out.astype(np.float32, copy=False)
+
+
+def implied_prior(q: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """The prior that calibrated posteriors carry: their mean over a labelled set.
+
+    Parameters
+    ----------
+    q : ndarray, shape (N, K)
+        Calibrated probabilities (or PDFs on a redshift grid, per bin) of N objects.
+    floor : float
+        Smallest value kept (so that EM can move every bin or class).
+
+    Returns
+    -------
+    ndarray, shape (K,)
+        ``mean_i q_i``, floored at ``floor`` and normalised to sum 1.
+    """
+    m = np.maximum(np.asarray(q, np.float64).mean(axis=0), floor)
+    return m / m.sum()
