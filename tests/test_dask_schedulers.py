@@ -140,3 +140,32 @@ def test_slurm_cluster_job_script():
         script = cluster.job_script()
     assert "#SBATCH -p main" in script and "#SBATCH -t 00:10:00" in script
     assert "--mem=2G" in script and "distributed.cli.dask_worker" in script
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "local"])
+def test_settled_compute_waits_for_running_tasks(scheduler, tmp_path):
+    """A failing task re-raises only after the task running beside it has finished:
+    a caller cleaning up its scratch directory does not race a writer (the flaky
+    leftover chunk of the negative-variance ingest test)."""
+    import dask
+
+    from tilecat.daskutil import dask_context, settled_compute
+
+    flag = tmp_path / "written"
+
+    def slow_writer(_: int) -> int:
+        time.sleep(1.0)
+        flag.write_text("done")
+        return 1
+
+    def fail(_: int) -> int:
+        time.sleep(0.05)
+        raise ValueError("bad block")
+
+    with dask_context({"dask": {"scheduler": scheduler, "workers": 2}}):
+        tasks = [dask.delayed(slow_writer, pure=False)(0), dask.delayed(fail, pure=False)(1)]
+        with pytest.raises(ValueError, match="bad block"):
+            settled_compute(*tasks)
+        assert flag.exists(), "settled_compute returned while a task was still running"
+        flag.unlink()
+        assert settled_compute(dask.delayed(slow_writer, pure=False)(2)) == (1,)

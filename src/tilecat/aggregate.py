@@ -98,7 +98,7 @@ def run_aggregate(config: dict[str, Any]) -> Path:
     import pyarrow.parquet as pq
 
     from .atomic import atomic_path, replace_dir
-    from .daskutil import dask_context
+    from .daskutil import dask_context, settled_compute
 
     results = Path(config["results"])
     tiles = included_tiles(config)  # the manifest less release.exclude_tiles
@@ -120,7 +120,7 @@ def run_aggregate(config: dict[str, Any]) -> Path:
             groups = [reads[i:i + per] for i in range(0, len(reads), per)]
             writes = [dask.delayed(_write_part)(g, tmp / f"part-{k:05d}.parquet", meta)
                       for k, g in enumerate(groups)]
-            counts = dask.compute(*writes)
+            counts = settled_compute(*writes)
         total = int(sum(counts))
         single = results / "catalog.parquet"
         if total <= config["aggregate"]["single_file_max_rows"]:

@@ -20,12 +20,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["dask_context", "SCHEDULERS", "slurm_cluster_kwargs"]
+__all__ = ["dask_context", "SCHEDULERS", "settled_compute", "slurm_cluster_kwargs"]
 
 SCHEDULERS: tuple[str, ...] = ("threads", "synchronous", "local", "distributed", "slurm")
 
@@ -107,3 +108,49 @@ def dask_context(config: dict[str, Any]) -> Iterator[Any]:
     else:
         raise ConfigError(f"key 'dask.scheduler': unknown scheduler {scheduler!r}; "
                           f"known: {list(SCHEDULERS)}")
+
+
+def settled_compute(*collections: Any) -> tuple[Any, ...]:
+    """``dask.compute`` that returns or raises only once no task is running any more.
+
+    ``dask.compute`` raises as soon as one task fails, while the other workers may
+    still be writing chunks; a caller that then removes its scratch directory would
+    race them and leave files behind. Here a failure is re-raised after the tasks in
+    flight have finished (threaded scheduler: a private pool shut down with
+    ``wait=True``; distributed: ``distributed.wait`` on every future).
+
+    Parameters
+    ----------
+    *collections
+        Dask collections (or plain objects), as for ``dask.compute``.
+
+    Returns
+    -------
+    tuple
+        The computed results, in order.
+    """
+    import dask
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    get = get_scheduler(collections=list(collections))
+    if get is dask.threaded.get:
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+        pool = ThreadPoolExecutor(int(workers))
+        try:
+            return dask.compute(*collections, pool=pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    client = getattr(get, "__self__", None)
+    if client is not None and hasattr(client, "compute"):
+        from distributed import wait
+
+        futures = client.compute(list(collections))
+        try:
+            return tuple(client.gather(futures))
+        except BaseException:
+            wait(futures)
+            raise
+    return dask.compute(*collections)

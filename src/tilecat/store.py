@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path, replace_dir
+from .daskutil import settled_compute
 
 __all__ = ["write_group", "write_arrays", "open_tile", "read_attrs", "compressors"]
 
@@ -109,17 +110,13 @@ def write_arrays(
         encoding[name] = enc
     tmpdir = Path(tempfile.mkdtemp(prefix=".write-", dir=store.parent))
     try:
-        if extra or check is not None:
-            import dask
-
-            pending = ds.to_zarr(tmpdir / "t.zarr", mode="w", zarr_format=3,
-                                 consolidated=False, encoding=encoding, compute=False)
-            results = dask.compute(pending, *extra)[1:]
+        pending = ds.to_zarr(tmpdir / "t.zarr", mode="w", zarr_format=3,
+                             consolidated=False, encoding=encoding, compute=False)
+        if compute or extra or check is not None:
+            # settled: no chunk is still being written when the scratch dir is removed
+            results = settled_compute(pending, *extra)[1:]
             if check is not None:
                 check(tuple(results))
-        else:
-            ds.to_zarr(tmpdir / "t.zarr", mode="w", zarr_format=3, consolidated=False,
-                       encoding=encoding, compute=compute)
         for name in list(arrays) + [str(c) for c in ds.coords]:
             src = tmpdir / "t.zarr" / name
             if not src.exists():
