@@ -263,7 +263,8 @@ def _print_self_tests(card: dict[str, Any], title: str) -> None:
 def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], seed: int,
               configs: dict[str, str | None], workers: int = 2,
               aggregate: dict[str, Any] | None = None,
-              models: tuple[str, ...] = ("morphology", "photoz")) -> dict[str, Any]:
+              models: tuple[str, ...] = ("morphology", "photoz"),
+              pdf_method: str = "bcts+pit") -> dict[str, Any]:
     """Part B with whatever trained models are shipped.
 
     Parameters
@@ -273,6 +274,8 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
         population the model applies to; None: the demo survey).
     aggregate : dict, optional
         ``aggregate`` config settings of the surveys (default: the config defaults).
+    pdf_method : str
+        Photo-z PDF map of the recalibration (``tilecat calibrate --pdf-method``).
     models : tuple of str
         The trained models to run.
     """
@@ -325,8 +328,9 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
                 if check is not None:
                     check_path = work / f"{model}-{variant}-check.parquet"
                     pq.write_table(check.replace_schema_metadata(meta), check_path)
-                # photo-z: the PIT-CDF map (the acceptance figure is PIT uniformity)
-                run_calibrate(mdir, labelled, pdf_method="pit", check=check_path,
+                # photo-z: the PDF map of --pdf-method (default the card default,
+                # BCTS + PIT map)
+                run_calibrate(mdir, labelled, pdf_method=pdf_method, check=check_path,
                               log=lambda msg: None)
             used_card = load_card(mdir)
             _print_self_tests(used_card, what)
@@ -369,6 +373,14 @@ def main() -> None:
     p.add_argument("--em-prior-strength", type=float, default=None,
                    help="aggregate.em_prior_strength of the trained-model surveys (default: "
                         "the config default)")
+    p.add_argument("--nz-prior-strength", type=float, default=None,
+                   help="aggregate.nz_prior_strength of the trained-model surveys (default: "
+                        "the config default)")
+    p.add_argument("--nz-smooth", type=int, default=None,
+                   help="aggregate.nz_smooth of the trained-model surveys (default: the "
+                        "config default)")
+    p.add_argument("--pdf-method", default="bcts+pit", choices=["bcts+pit", "pit", "temperature"],
+                   help="photo-z PDF map of the recalibration (default: %(default)s)")
     p.add_argument("--cache", default="benchmarks/.cache", help="stamp sets and model outputs")
     a = p.parse_args()
     configs = {"morphology": None if a.morph_sim_config == "demo" else a.morph_sim_config,
@@ -383,9 +395,11 @@ def main() -> None:
             real = real_part(work / "real", cache, a.n_cal,
                              {"morphology": a.morph_n_survey, "photoz": a.n_survey},
                              7101 + a.seed, configs, workers=a.workers,
-                             aggregate=None if a.em_prior_strength is None else
-                             {"em_prior_strength": a.em_prior_strength},
-                             models=tuple(a.models.split(",")))
+                             aggregate={k: v for k, v in (
+                                 ("em_prior_strength", a.em_prior_strength),
+                                 ("nz_prior_strength", a.nz_prior_strength),
+                                 ("nz_smooth", a.nz_smooth)) if v is not None} or None,
+                             models=tuple(a.models.split(",")), pdf_method=a.pdf_method)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     s, t = syn_res["shifted"], syn_res["training mix"]

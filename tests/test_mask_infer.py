@@ -22,9 +22,9 @@ from tilecat.models import load_model, save_model, select_device
 from tilecat.store import open_tile, write_arrays, write_group
 
 
-def _net(seed: int = 0) -> MaskNet:
+def _net(seed: int = 0, space_to_depth: int = 1) -> MaskNet:
     torch.manual_seed(seed)
-    m = MaskNet(widths=(8, 16, 32))
+    m = MaskNet(widths=(8, 16, 32), space_to_depth=space_to_depth)
     with torch.no_grad():  # non-trivial BatchNorm statistics, used in eval mode
         for mod in m.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
@@ -38,7 +38,8 @@ def _card(model: MaskNet, thr: float = 0.5) -> dict:
     return {
         "name": "test-masker",
         "architecture": "tilecat.mask.MaskNet",
-        "hyperparameters": {"in_channels": 2, "widths": list(model.widths)},
+        "hyperparameters": {"in_channels": 2, "widths": list(model.widths),
+                            "space_to_depth": model.space_to_depth},
         "classes": list(DEFECT_CLASSES),
         "receptive_field": {"width": width, "radius": radius},
         "thresholds": {c: thr for c in DEFECT_CLASSES},
@@ -46,10 +47,12 @@ def _card(model: MaskNet, thr: float = 0.5) -> dict:
     }
 
 
-def test_receptive_field_is_exact():
-    m = _net()
+@pytest.mark.parametrize("s", [1, 2])
+def test_receptive_field_is_exact(s):
+    m = _net(space_to_depth=s)
     width, radius = receptive_field(m)
-    assert 20 <= radius <= 40 and width <= 2 * radius + 1
+    # 3x3 convs at 1/s resolution: the radius scales with the unshuffle factor
+    assert 20 * s <= radius <= 40 * s and width <= 2 * radius + 1
     # an input change just outside the radius does not reach the centre pixel
     x = torch.randn(1, 2, 128, 128)
     with torch.no_grad():
@@ -70,8 +73,9 @@ def test_receptive_field_is_exact():
         assert reached
 
 
-def test_tiled_inference_equals_whole_image():
-    m = _net()
+@pytest.mark.parametrize("s", [1, 2])
+def test_tiled_inference_equals_whole_image(s):
+    m = _net(space_to_depth=s)
     _, radius = receptive_field(m)
     rng = np.random.default_rng(1)
     ny, nx = 157, 203                      # not multiples of the patch (or of 8)
@@ -191,10 +195,11 @@ def test_prepare_constant_weight_map():
     assert 0.72 < np.std(x[0][:, :90]) < 0.88           # std of arcsinh(N(0, 1)) = 0.80
 
 
-def test_folded_batchnorm_gives_the_same_logits():
+@pytest.mark.parametrize("s", [1, 2])
+def test_folded_batchnorm_gives_the_same_logits(s):
     """Inference copy with BatchNorm folded into the convolutions: same logits (to float
     rounding) with non-trivial BN statistics; the original is untouched."""
-    m = _net(6)
+    m = _net(6, space_to_depth=s)
     g = torch.Generator().manual_seed(6)
     with torch.no_grad():
         for mod in m.modules():
@@ -211,3 +216,22 @@ def test_folded_batchnorm_gives_the_same_logits():
     with torch.inference_mode():
         a, b = m(x), f(x)
     assert float((a - b).abs().max()) < 1e-4 * max(1.0, float(a.abs().max()))
+
+
+def test_space_to_depth_is_per_pixel_and_round_trips_the_card():
+    """With pixel unshuffle, every input pixel still gets its own logits: output shape
+    equals input shape, and a change of one input pixel changes the output there (and
+    the card's hyperparameters rebuild the same architecture)."""
+    m = _net(3, space_to_depth=2)
+    assert m.stride == 8
+    x = torch.randn(1, 2, 64, 64)
+    with torch.inference_mode():
+        y = m(x)
+        x2 = x.clone()
+        x2[0, 0, 33, 17] += 10.0
+        d = (m(x2) - y).abs().sum(1)[0]
+    assert y.shape == (1, len(DEFECT_CLASSES), 64, 64)
+    assert float(d[33, 17]) > 0 and float(d[33, 17]) >= float(d.max()) * 1e-3
+    rebuilt = build_masker(_card(m))
+    assert rebuilt.stride == 8 and rebuilt.space_to_depth == 2
+    rebuilt.load_state_dict(m.state_dict())

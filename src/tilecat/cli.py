@@ -227,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled set: Parquet of raw outputs + truth, or a galaxy stamp set")
     p.add_argument("--method", choices=["bcts", "temperature", "isotonic", "identity"],
                    default="bcts", help="map of class probabilities (default: %(default)s)")
-    p.add_argument("--pdf-method", choices=["pit", "temperature", "identity"],
-                   default="pit", help="map of photo-z PDFs (default: %(default)s)")
+    p.add_argument("--pdf-method", choices=["bcts+pit", "pit", "temperature", "identity"],
+                   default="bcts+pit", help="map of photo-z PDFs (default: %(default)s)")
     p.add_argument("--out", default=None,
                    help="write the recalibrated model here (default: update the card in place)")
     p.add_argument("--limit", type=int, default=None, help="use the first N labelled objects")

@@ -77,7 +77,7 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray], *,
                          targets: Mapping[str, np.ndarray] | None = None,
                          z_true: np.ndarray | None = None, method: str = "bcts",
-                         pdf_method: str = "pit",
+                         pdf_method: str = "bcts+pit",
                          source: Mapping[str, Any] | None = None,
                          check: Any = None) -> dict[str, Any]:
     """Fit one calibrator per probability group of a model on a labelled set.
@@ -98,10 +98,15 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
         scaling plus per-class biases, which also removes class-wise biases; plain
         temperature scaling leaves them, and EM prior estimation then drifts (measured
         on the shipped morphology model; Alexandari et al. 2020 found the same).
-    pdf_method : {"pit", "temperature", "identity"}
-        Map of the photo-z PDF: the PIT-CDF map (default: it targets PIT uniformity;
-        on the shipped photo-z model it took the held-out PIT KS from 0.038 to 0.027
-        where the NLL-fitted temperature made it 0.074), or temperature scaling.
+    pdf_method : {"bcts+pit", "pit", "temperature", "identity"}
+        Map of the photo-z PDF. Default ``bcts+pit``: BCTS fitted by likelihood with
+        the redshift bins as classes, then the PIT-CDF map fitted on its output. The
+        PIT map alone makes the PIT uniform (marginal calibration) but not the PDFs
+        posteriors: on the shipped photo-z model and the demo population it left
+        about 8% of the mass at z > 0.3, the summed N(z) 0.074 (KS) from the truth
+        and the EM self-test failing (0.096 against 0.053); BCTS+PIT gives summed
+        N(z) KS 0.023, PIT KS 0.020, CRPS 0.021 (PIT map 0.028) and passes the
+        self-test (0.049). ``pit`` and ``temperature`` remain as options.
     source : mapping, optional
         Provenance of the labelled set, stored as ``fitted_on``.
     check : Labelled, optional

@@ -6,16 +6,17 @@ from typing import Any
 
 import numpy as np
 
-from .calibrators import (BiasTemperature, Calibrator, Identity, Isotonic, PitMap, Temperature,
+from .calibrators import (BiasTemperature, Calibrator, Chain, Identity, Isotonic, PitMap,
+                          Temperature,
                           normalise_rows)
 
 __all__ = ["fit_temperature", "fit_bcts", "fit_isotonic", "fit_pit_map", "fit_calibrator",
            "METHODS", "PDF_METHODS", "bin_index"]
 
 #: calibration methods of :func:`fit_calibrator`
-METHODS: tuple[str, ...] = ("temperature", "bcts", "isotonic", "pit", "identity")
+METHODS: tuple[str, ...] = ("temperature", "bcts", "isotonic", "pit", "bcts+pit", "identity")
 #: the methods for binned redshift PDFs
-PDF_METHODS: tuple[str, ...] = ("temperature", "pit", "identity")
+PDF_METHODS: tuple[str, ...] = ("bcts+pit", "temperature", "pit", "identity")
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
@@ -180,8 +181,9 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray | None = None, *,
 
     Parameters
     ----------
-    method : {"temperature", "bcts", "isotonic", "pit", "identity"}
-        ``pit`` needs ``grid`` and ``z_true`` (PDFs only).
+    method : {"temperature", "bcts", "isotonic", "pit", "bcts+pit", "identity"}
+        ``pit`` and ``bcts+pit`` (BCTS over the redshift bins, then the PIT map fitted
+        on its output: a :class:`Chain`) need ``grid`` and ``z_true`` (PDFs only).
     p : ndarray, shape (N, K)
     y : ndarray of int (N,), optional
         True class (for PDFs: derived from ``z_true`` when absent).
@@ -199,6 +201,12 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray | None = None, *,
         if grid is None or z_true is None:
             raise ValueError("the 'pit' calibration is for redshift PDFs: give grid and z_true")
         return fit_pit_map(p, grid, z_true)
+    if method == "bcts+pit":
+        if grid is None or z_true is None:
+            raise ValueError("the 'bcts+pit' calibration is for redshift PDFs: give grid "
+                             "and z_true")
+        first = fit_bcts(p, bin_index(grid, z_true))
+        return Chain((first, fit_pit_map(first.apply(p), grid, z_true)))
     if y is None:
         if grid is None or z_true is None:
             raise ValueError(f"method {method!r} needs labels")

@@ -30,7 +30,7 @@ def write_card(card: dict[str, Any], directory: str | Path) -> Path:
 
 
 def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
-                  pdf_method: str = "pit",
+                  pdf_method: str = "bcts+pit",
                   out: str | Path | None = None, limit: int | None = None,
                   batch_size: int = 256, log: Callable[[str], None] = print,
                   check: str | Path | None = None) -> dict[str, Any]:
@@ -46,8 +46,9 @@ def run_calibrate(model: str | Path, data: str | Path, *, method: str = "bcts",
     method : {"bcts", "temperature", "isotonic", "identity"}
         Map of class probabilities (morphology questions): bias-corrected temperature
         scaling (default), temperature scaling, isotonic regression.
-    pdf_method : {"pit", "temperature", "identity"}
-        Map of photo-z PDFs: the PIT-CDF map (default) or temperature scaling.
+    pdf_method : {"bcts+pit", "pit", "temperature", "identity"}
+        Map of photo-z PDFs: BCTS over the redshift bins followed by the PIT-CDF map
+        (default), the PIT-CDF map alone, or temperature scaling.
     out : path, optional
         Write the recalibrated model (weights copied, new card) to this directory;
         default: update the card in place.

@@ -45,6 +45,7 @@ __all__ = [
     "run_em",
     "smooth_prior",
     "EM_PRIOR_STRENGTH",
+    "NZ_PRIOR_STRENGTH",
     "tree_reduce",
     "numpy_map_reduce",
     "dask_map_reduce",
@@ -160,6 +161,13 @@ class EMResult:
 CHUNK = 32768
 #: default pseudo-objects of the Dirichlet prior of MAP-EM (aggregate and self-test)
 EM_PRIOR_STRENGTH = 100.0
+#: Default pseudo-objects of the Dirichlet prior of the N(z) EM: spread over the PDF's
+#: bins (60 by default, about 17 each), weak against a survey of 10^5 objects. ML EM
+#: over 60 bins of a few-thousand-object survey deconvolves noise: with the shipped
+#: photo-z model on a training-mix survey of 6858 objects, 10 pseudo-objects let EM
+#: move the summed N(z) from KS 0.010 to 0.039 off the truth, 1000 to 0.034, while on
+#: the shifted survey 1000 gave N(z) KS 0.028 and PIT KS 0.027 (10: 0.032, 0.034).
+NZ_PRIOR_STRENGTH = 1000.0
 
 
 def prepare_block(block: Block, dtype: Any = np.float32) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ raw PDF, as the tiles have them). The survey N(z) is estimated on the model's bi
 grid over galaxies (objects weighted by 1 - P(artifact) when morphology is present),
 by smoothed EM (``aggregate.nz_smooth`` passes of a [1, 2, 1] / 4 kernel per step).
 EM is MAP-EM with a weak Dirichlet prior centred on ``P_T`` (``aggregate.em_prior_strength``
-pseudo-objects).
+pseudo-objects; for the N(z), spread over its many bins, ``aggregate.nz_prior_strength``).
 
 Priors used and the EM log go into the file metadata (``tilecat.priors``), the
 calibration maps into ``tilecat.calibration``.
@@ -42,7 +42,7 @@ import numpy as np
 from ..calibrate.calibrators import Calibrator
 from ..calibrate.groups import STAGES, Z_SUMMARY, ProbGroup, group_values, list_array
 from ..errors import InputError, ModelError
-from .em import EM_PRIOR_STRENGTH, Block, EMResult, PriorGroup, prepare_block, run_em
+from .em import EM_PRIOR_STRENGTH, NZ_PRIOR_STRENGTH, Block, EMResult, PriorGroup, prepare_block, run_em
 from .formula import correct
 
 __all__ = ["Correction", "plan_correction", "PRIORS_KEY", "CALIBRATION_KEY", "MODELS"]
@@ -347,6 +347,8 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
         pgroups.append(PriorGroup(g.name, g.labels, g.prior_train, given.get(g.name),
                                   estimate and trusted, path,
                                   int(acfg.get("nz_smooth", 1)) if g.list_column else 0,
+                                  float(acfg.get("nz_prior_strength", NZ_PRIOR_STRENGTH))
+                                  if g.list_column else
                                   float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH))))
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),

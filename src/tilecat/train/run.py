@@ -6,6 +6,12 @@ is renamed into place only when the trainer has written weights and card
 model. Intermediate stages (a run that a later stage fine-tunes) live in
 ``<work>/stages/<model>-<stage>/`` and are reused while their inputs are unchanged
 (same stage recipe, sets, scale, threads: the card's ``training_workflow.stage_sha256``).
+Only the stages the last one needs are run: walking back along ``init_from``, a
+reusable intermediate stage ends the chain (its own ancestors are not trained). At full
+scale, an intermediate stage whose recipe ``sha256`` is that of the shipped model's
+weights (trained with the same thread count) is taken from the shipped model instead
+of being trained again (copied into its stage directory), so a stage appended after the
+shipped one fine-tunes the shipped weights directly.
 
 Each card gets a ``training_workflow`` section: model, stage, the sets as simulated,
 the scale, ``smoke_run`` (true for any scale < 1: n and epochs shrunk, not a model to
@@ -90,6 +96,61 @@ def _reusable(target: Path, stage_hash: str) -> bool:
                 and sha256_file(target / WEIGHTS_NAME) == card.get("sha256"))
     except (OSError, ValueError):
         return False
+
+
+def _shipped_match(model: str, stage: StageSpec, scale: float, threads: int) -> Path | None:
+    """The shipped model's directory when it holds ``stage``'s weights, else None.
+
+    It does when the run is at full scale, the recipe gives the stage's ``sha256``, the
+    shipped weights have that checksum (as their card says) and the shipped card's
+    ``training.threads`` (default 1) is ``threads``.
+    """
+    from ..models import CARD_NAME, WEIGHTS_NAME, sha256_file
+
+    if scale < 1.0 or stage.sha256 is None:
+        return None
+    shipped = packaged_models_dir() / model
+    try:
+        card = json.loads((shipped / CARD_NAME).read_text())
+        if card.get("sha256") != stage.sha256:
+            return None
+        if int((card.get("training") or {}).get("threads") or 1) != threads:
+            return None
+        if sha256_file(shipped / WEIGHTS_NAME) != stage.sha256:
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    return shipped
+
+
+def _copy_shipped(shipped: Path, target: Path, section: dict[str, Any]) -> dict[str, Any]:
+    """Copy the shipped weights + card into the stage directory ``target`` (atomically)
+    and stamp its ``training_workflow`` section (``from_shipped``: where it came from)."""
+    import shutil
+
+    from ..atomic import atomic_dir
+    from ..models import CARD_NAME, WEIGHTS_NAME
+
+    with atomic_dir(target) as tmp:
+        for name in (WEIGHTS_NAME, CARD_NAME):
+            shutil.copyfile(shipped / name, tmp / name)
+        card = _stamp_card(tmp, {**section, "sha256_matches_shipped": True,
+                                 "from_shipped": str(shipped)})
+    return card
+
+
+def _needed_stages(stages: tuple[StageSpec, ...], cached: set[str]) -> set[str]:
+    """Names of the stages to run or reuse: the last one and, walking back along
+    ``init_from``, each stage an un-``cached`` needed stage starts from."""
+    by_name = {st.name: st for st in stages}
+    need: set[str] = set()
+    name: str | None = stages[-1].name
+    while name is not None:
+        need.add(name)
+        if name in cached and name != stages[-1].name:
+            break
+        name = by_name[name].init_from
+    return need
 
 
 def _stamp_card(model_dir: Path, section: dict[str, Any]) -> dict[str, Any]:
@@ -190,26 +251,46 @@ def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
     sets = {name: rec.sets[name].scaled(scale) for name in mrec.set_names()}
     paths = {name: ensure_set(spec, set_path(work_dir, name, scale), workers, log)
              for name, spec in sets.items()}
+    hashes: dict[str, str] = {}
+    for stage in mrec.stages:  # a stage's hash chains its recipe, never its weights
+        hashes[stage.name] = _stage_hash(
+            model, trainer, stage, sets, scale, threads,
+            hashes[stage.init_from] if stage.init_from else None)
+    last = mrec.stages[-1].name
+    targets = {st.name: out_dir if st.name == last
+               else stage_dir(work_dir, model, st.name, scale) for st in mrec.stages}
+    cached = {st.name for st in mrec.stages if st.name != last
+              and (_reusable(targets[st.name], hashes[st.name])
+                   or _shipped_match(model, st, scale, threads) is not None)}
+    need = _needed_stages(mrec.stages, cached)
     done: dict[str, tuple[Path, str]] = {}
     card: dict[str, Any] = {}
-    for i, stage in enumerate(mrec.stages):
-        final = i == len(mrec.stages) - 1
-        init = done[stage.init_from] if stage.init_from else None
-        h = _stage_hash(model, trainer, stage, sets, scale, threads,
-                        None if init is None else init[1])
-        target = out_dir if final else stage_dir(work_dir, model, stage.name, scale)
-        if not final and _reusable(target, h):
-            log(f"{model} stage {stage.name}: reusing {target}")
-            done[stage.name] = (target, h)
+    for stage in mrec.stages:
+        if stage.name not in need:
+            log(f"{model} stage {stage.name}: not needed (a later stage is cached)")
             continue
-        data = StageData(train=tuple((paths[s], sets[s].n) for s in stage.train),
-                         heldout=tuple((paths[s], sets[s].n) for s in stage.heldout))
+        final = stage.name == last
+        init = done[stage.init_from] if stage.init_from and stage.name not in cached else None
+        h, target = hashes[stage.name], targets[stage.name]
         section = {
             "model": model, "stage": stage.name, "stages": [s.name for s in mrec.stages],
             "init_from": stage.init_from, "stage_sha256": h,
             "sets": {s: sets[s].to_json() for s in stage.train + stage.heldout},
             "scale": scale, "smoke_run": scale < 1.0, "threads": threads,
         }
+        if not final and _reusable(target, h):
+            log(f"{model} stage {stage.name}: reusing {target}")
+            done[stage.name] = (target, h)
+            continue
+        shipped = None if final else _shipped_match(model, stage, scale, threads)
+        if shipped is not None:
+            log(f"{model} stage {stage.name}: the shipped weights {shipped} are this "
+                f"stage's (sha256 {stage.sha256[:12]}): copied to {target}")
+            _copy_shipped(shipped, target, section)
+            done[stage.name] = (target, h)
+            continue
+        data = StageData(train=tuple((paths[s], sets[s].n) for s in stage.train),
+                         heldout=tuple((paths[s], sets[s].n) for s in stage.heldout))
         if scale < 1.0:
             section["warning"] = SMOKE_WARNING
         card = _train_stage(trainer, stage, data, target, threads, workers,
