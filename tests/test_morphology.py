@@ -299,3 +299,25 @@ def test_spin_accuracy_on_visible_arms_only():
     m = morphology_metrics(probs, targets, snr=np.full(5, 50.0), resolved=resolved)
     assert m["spin_accuracy"] == 1.0 and m["n_spin_visible"] == 2
     assert m["spin_accuracy_all"] == 0.5
+
+
+def test_bar_auc_sees_what_accuracy_hides():
+    """A bar question answered at the base rate ('none' always wins) has a fine
+    accuracy when most disks are unbarred, but AUC 0.5; a ranking that puts the
+    barred ones first has AUC 1 whatever the argmax says."""
+    from tilecat.morphology.metrics import answer_auc, morphology_metrics
+
+    j = [q.name for q in QUESTIONS].index("bar")
+    s = answer_slices()["bar"]
+    targets = np.full((8, len(QUESTIONS)), IGNORE)
+    targets[:, j] = [0, 1, 2, 2, 2, 2, 2, 2]  # strong, weak, six none
+    probs = np.full((8, N_ANSWERS), 0.5)
+    probs[:, s] = [0.1, 0.1, 0.8]              # base rate for all
+    m = morphology_metrics(probs, targets)
+    assert m["accuracy"]["bar"] == 0.75 and m["bar_auc"] == 0.5
+    probs[:2, s] = [0.15, 0.1, 0.75]           # barred: slightly less 'none'
+    m = morphology_metrics(probs, targets)
+    assert m["bar_auc"] == 1.0 and m["accuracy"]["bar"] == 0.75
+    auc = answer_auc(probs, targets)["bar"]
+    assert auc["none"] == 1.0 and auc["strong"] == pytest.approx(6.5 / 7)  # ties with weak
+    assert answer_auc(probs, targets)["spin"] == {"S": None, "Z": None}  # not applicable

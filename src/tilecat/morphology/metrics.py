@@ -10,7 +10,8 @@ import numpy as np
 from .labels import IGNORE
 from .tree import QUESTIONS, answer_slices
 
-__all__ = ["arms_resolved", "ARMS_RESOLVED_R50_PER_FWHM", "SNR_BINS", "morphology_metrics", "structure_metrics", "confusion"]
+__all__ = ["arms_resolved", "ARMS_RESOLVED_R50_PER_FWHM", "SNR_BINS", "morphology_metrics",
+           "structure_metrics", "confusion", "answer_auc"]
 
 #: r-band S/N bin edges for per-bin figures
 SNR_BINS: tuple[float, ...] = (0.0, 10.0, 20.0, 50.0, 100.0, np.inf)
@@ -52,6 +53,41 @@ def arms_resolved(r50: np.ndarray, psf_fwhm: np.ndarray,
     return np.isfinite(r50) & (r50 >= factor * np.asarray(psf_fwhm, float))
 
 
+def answer_auc(probs: np.ndarray, targets: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """One-vs-rest ROC AUC of every answer, over the objects its question applies to.
+
+    Accuracy hides an answer the network never tells apart when the others dominate
+    (e.g. a bar question answered at the base rate); the AUC of ``P(answer)`` against
+    "is this answer" does not (0.5 = no information).
+
+    Parameters
+    ----------
+    probs : ndarray, shape (N, N_ANSWERS)
+        Conditional answer probabilities.
+    targets : ndarray of int, shape (N, n_questions)
+        From :func:`tilecat.morphology.labels.encode` (-1 = not applicable).
+
+    Returns
+    -------
+    dict
+        {question: {answer: AUC, or None when the answer or its complement is absent}}.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    sl = answer_slices()
+    out: dict[str, dict[str, float | None]] = {}
+    for j, q in enumerate(QUESTIONS):
+        t = targets[:, j]
+        ok = t != IGNORE
+        p = probs[ok, sl[q.name]]
+        per: dict[str, float | None] = {}
+        for k, a in enumerate(q.answers):
+            y = t[ok] == k
+            per[a] = float(roc_auc_score(y, p[:, k])) if 0 < y.sum() < y.size else None
+        out[q.name] = per
+    return out
+
+
 def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
                        snr: np.ndarray | None = None,
                        snr_bins: Sequence[float] = SNR_BINS,
@@ -77,7 +113,9 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
         {question: matrix}, ``accuracy_by_snr`` {question: {bin: acc}},
         ``top_level_accuracy``, ``top_level_accuracy_snr20`` (S/N > 20),
         ``spin_accuracy`` (spirals with visible arms when ``resolved`` is given, else all
-        spirals), ``spin_accuracy_all``, ``spin_accuracy_snr20``, ``n_spin_visible``.
+        spirals), ``spin_accuracy_all``, ``spin_accuracy_snr20``, ``n_spin_visible``,
+        ``answer_auc`` (:func:`answer_auc`) and ``bar_auc``: AUC of
+        ``P(strong) + P(weak)`` for barred against unbarred where the bar question applies.
     """
     out: dict[str, Any] = {"accuracy": {}, "n": {}, "confusion": {}, "accuracy_by_snr": {}}
     sl = answer_slices()
@@ -97,6 +135,20 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
             hi_snr = ok & (snr > 20)
             out.setdefault("accuracy_snr20", {})[q.name] = (
                 float((pred[hi_snr] == t[hi_snr]).mean()) if hi_snr.any() else None)
+    out["answer_auc"] = answer_auc(probs, targets)
+    jb = [q.name for q in QUESTIONS].index("bar")
+    tb = targets[:, jb]
+    okb = tb != IGNORE
+    bar = QUESTIONS[jb]
+    none = bar.answers.index("none") if "none" in bar.answers else None
+    out["bar_auc"] = None
+    if none is not None and okb.any():
+        from sklearn.metrics import roc_auc_score
+
+        barred = tb[okb] != none
+        pb = 1.0 - probs[okb, sl["bar"]][:, none]
+        if 0 < barred.sum() < barred.size:
+            out["bar_auc"] = float(roc_auc_score(barred, pb))
     out["top_level_accuracy"] = out["accuracy"]["t"]
     out["spin_accuracy_all"] = out["accuracy"]["spin"]
     out["spin_accuracy"] = out["accuracy"]["spin"]
