@@ -22,9 +22,9 @@ from tilecat.models import load_model, save_model, select_device
 from tilecat.store import open_tile, write_arrays, write_group
 
 
-def _net(seed: int = 0, space_to_depth: int = 1) -> MaskNet:
+def _net(seed: int = 0, space_to_depth: int = 1, refine: int = 0) -> MaskNet:
     torch.manual_seed(seed)
-    m = MaskNet(widths=(8, 16, 32), space_to_depth=space_to_depth)
+    m = MaskNet(widths=(8, 16, 32), space_to_depth=space_to_depth, refine=refine)
     with torch.no_grad():  # non-trivial BatchNorm statistics, used in eval mode
         for mod in m.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
@@ -39,7 +39,8 @@ def _card(model: MaskNet, thr: float = 0.5) -> dict:
         "name": "test-masker",
         "architecture": "tilecat.mask.MaskNet",
         "hyperparameters": {"in_channels": 2, "widths": list(model.widths),
-                            "space_to_depth": model.space_to_depth},
+                            "space_to_depth": model.space_to_depth,
+                            "refine": model.refine},
         "classes": list(DEFECT_CLASSES),
         "receptive_field": {"width": width, "radius": radius},
         "thresholds": {c: thr for c in DEFECT_CLASSES},
@@ -47,9 +48,12 @@ def _card(model: MaskNet, thr: float = 0.5) -> dict:
     }
 
 
-@pytest.mark.parametrize("s", [1, 2])
-def test_receptive_field_is_exact(s):
-    m = _net(space_to_depth=s)
+ARCHS = [(1, 0), (2, 0), (2, 4)]  # (space_to_depth, refine)
+
+
+@pytest.mark.parametrize("s, r", ARCHS)
+def test_receptive_field_is_exact(s, r):
+    m = _net(space_to_depth=s, refine=r)
     width, radius = receptive_field(m)
     # 3x3 convs at 1/s resolution: the radius scales with the unshuffle factor
     assert 20 * s <= radius <= 40 * s and width <= 2 * radius + 1
@@ -73,9 +77,9 @@ def test_receptive_field_is_exact(s):
         assert reached
 
 
-@pytest.mark.parametrize("s", [1, 2])
-def test_tiled_inference_equals_whole_image(s):
-    m = _net(space_to_depth=s)
+@pytest.mark.parametrize("s, r", ARCHS)
+def test_tiled_inference_equals_whole_image(s, r):
+    m = _net(space_to_depth=s, refine=r)
     _, radius = receptive_field(m)
     rng = np.random.default_rng(1)
     ny, nx = 157, 203                      # not multiples of the patch (or of 8)
@@ -195,11 +199,11 @@ def test_prepare_constant_weight_map():
     assert 0.72 < np.std(x[0][:, :90]) < 0.88           # std of arcsinh(N(0, 1)) = 0.80
 
 
-@pytest.mark.parametrize("s", [1, 2])
-def test_folded_batchnorm_gives_the_same_logits(s):
+@pytest.mark.parametrize("s, r", ARCHS)
+def test_folded_batchnorm_gives_the_same_logits(s, r):
     """Inference copy with BatchNorm folded into the convolutions: same logits (to float
     rounding) with non-trivial BN statistics; the original is untouched."""
-    m = _net(6, space_to_depth=s)
+    m = _net(6, space_to_depth=s, refine=r)
     g = torch.Generator().manual_seed(6)
     with torch.no_grad():
         for mod in m.modules():
@@ -218,11 +222,12 @@ def test_folded_batchnorm_gives_the_same_logits(s):
     assert float((a - b).abs().max()) < 1e-4 * max(1.0, float(a.abs().max()))
 
 
-def test_space_to_depth_is_per_pixel_and_round_trips_the_card():
+@pytest.mark.parametrize("r", [0, 4])
+def test_space_to_depth_is_per_pixel_and_round_trips_the_card(r):
     """With pixel unshuffle, every input pixel still gets its own logits: output shape
     equals input shape, and a change of one input pixel changes the output there (and
     the card's hyperparameters rebuild the same architecture)."""
-    m = _net(3, space_to_depth=2)
+    m = _net(3, space_to_depth=2, refine=r)
     assert m.stride == 8
     x = torch.randn(1, 2, 64, 64)
     with torch.inference_mode():
@@ -233,5 +238,7 @@ def test_space_to_depth_is_per_pixel_and_round_trips_the_card():
     assert y.shape == (1, len(DEFECT_CLASSES), 64, 64)
     assert float(d[33, 17]) > 0 and float(d[33, 17]) >= float(d.max()) * 1e-3
     rebuilt = build_masker(_card(m))
-    assert rebuilt.stride == 8 and rebuilt.space_to_depth == 2
+    assert rebuilt.stride == 8 and rebuilt.space_to_depth == 2 and rebuilt.refine == r
     rebuilt.load_state_dict(m.state_dict())
+    with pytest.raises(ValueError, match="refine"):
+        MaskNet(refine=4)  # a refinement only with space_to_depth > 1

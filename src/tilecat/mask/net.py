@@ -56,10 +56,17 @@ class MaskNet(nn.Module):
         to one logit per class per input pixel. 1 (default) is the plain U-Net. With
         ``s = 2`` the top level does a quarter of the full-resolution work per channel,
         so a wider net costs fewer FLOPs per pixel.
+    refine : int
+        With ``space_to_depth > 1``: channels of a full-resolution refinement (0: none).
+        A 3x3 conv stem on the input at full resolution and the pixel-shuffled U-Net
+        features (``refine`` channels each) go through a 1x1 conv block and a
+        1x1 head, so that one-pixel detail (a hot pixel against a one-pixel cosmic-ray
+        hit) is judged at full resolution.
     """
 
     def __init__(self, in_channels: int = 2, n_classes: int = len(DEFECT_CLASSES),
-                 widths: Sequence[int] = (16, 32, 64), space_to_depth: int = 1) -> None:
+                 widths: Sequence[int] = (16, 32, 64), space_to_depth: int = 1,
+                 refine: int = 0) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2:
@@ -68,6 +75,9 @@ class MaskNet(nn.Module):
         self.space_to_depth = int(space_to_depth)
         if self.space_to_depth < 1:
             raise ValueError("space_to_depth must be >= 1")
+        self.refine = int(refine)
+        if self.refine and self.space_to_depth == 1:
+            raise ValueError("refine needs space_to_depth > 1")
         self.enc = nn.ModuleList()
         cin = in_channels * self.space_to_depth ** 2
         for w in widths:
@@ -79,7 +89,17 @@ class MaskNet(nn.Module):
         for lvl in range(len(widths) - 1, 0, -1):
             self.up.append(nn.ConvTranspose2d(widths[lvl], widths[lvl - 1], 2, stride=2))
             self.dec.append(_block(2 * widths[lvl - 1], widths[lvl - 1]))
-        self.head = nn.Conv2d(widths[0], n_classes * self.space_to_depth ** 2, 1)
+        s2 = self.space_to_depth ** 2
+        if self.refine:
+            r = self.refine
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, r, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(r), nn.ReLU(inplace=True))
+            self.head = nn.Conv2d(widths[0], r * s2, 1)
+            self.fuse = nn.Sequential(nn.Conv2d(2 * r, r, 1, bias=False),
+                                      nn.BatchNorm2d(r), nn.ReLU(inplace=True))
+            self.out = nn.Conv2d(r, n_classes, 1)
+        else:
+            self.head = nn.Conv2d(widths[0], n_classes * s2, 1)
 
     @property
     def stride(self) -> int:
@@ -106,7 +126,8 @@ class MaskNet(nn.Module):
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         m = copy.deepcopy(self).eval()
-        for blk in list(m.enc) + list(m.dec):
+        extra = [m.stem, m.fuse] if m.refine else []
+        for blk in list(m.enc) + list(m.dec) + extra:
             for i in range(len(blk) - 1):
                 if isinstance(blk[i], nn.Conv2d) and isinstance(blk[i + 1], nn.BatchNorm2d):
                     blk[i] = fuse_conv_bn_eval(blk[i], blk[i + 1])
@@ -116,6 +137,7 @@ class MaskNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K, H, W)`` of input ``(N, C, H, W)``; H, W multiples of ``stride``."""
         s = self.space_to_depth
+        full = self.stem(x) if self.refine else None
         if s > 1:
             x = F.pixel_unshuffle(x, s)
         skips = []
@@ -128,7 +150,11 @@ class MaskNet(nn.Module):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], dim=1))
         x = self.head(x)
-        return F.pixel_shuffle(x, s) if s > 1 else x
+        if s > 1:
+            x = F.pixel_shuffle(x, s)
+        if full is not None:
+            x = self.out(self.fuse(torch.cat([x, full], dim=1)))
+        return x
 
 
 def build_masker(card: dict[str, Any]) -> MaskNet:
@@ -139,6 +165,7 @@ def build_masker(card: dict[str, Any]) -> MaskNet:
         n_classes=len(card.get("classes", DEFECT_CLASSES)),
         widths=tuple(hp.get("widths", (16, 32, 64))),
         space_to_depth=int(hp.get("space_to_depth", 1)),
+        refine=int(hp.get("refine", 0)),
     )
 
 

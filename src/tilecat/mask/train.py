@@ -147,6 +147,7 @@ def train_masker(
     heldout_data: str | Path | None = None,
     widths: Sequence[int] = (16, 32, 64),
     space_to_depth: int = 1,
+    refine: int = 0,
     batch_size: int = 16,
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
@@ -182,6 +183,8 @@ def train_masker(
         U-Net channels per level.
     space_to_depth : int
         Input pixel-unshuffle factor of :class:`tilecat.mask.net.MaskNet` (1: none).
+    refine : int
+        Channels of its full-resolution refinement (0: none).
     batch_size, lr, weight_decay : training hyperparameters.
     fpr_target : float
         Per-class false-positive rate defining the thresholds.
@@ -219,7 +222,7 @@ def train_masker(
             return train_masker(
                 out_dir, n_patches, epochs, seed, n_heldout=n_heldout, data_dir=tmp,
                 train_data=train_data, heldout_data=heldout_data, widths=widths,
-                space_to_depth=space_to_depth,
+                space_to_depth=space_to_depth, refine=refine,
                 batch_size=batch_size, lr=lr, weight_decay=weight_decay, fpr_target=fpr_target,
                 threads=threads, resample_fraction=resample_fraction, workers=workers,
                 name=name, sim_config=sim_config, log=log)
@@ -249,7 +252,7 @@ def train_masker(
     torch.manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
     model = MaskNet(in_channels=2, n_classes=len(DEFECT_CLASSES), widths=widths,
-                    space_to_depth=space_to_depth)
+                    space_to_depth=space_to_depth, refine=refine)
     width, radius = receptive_field(model)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -293,7 +296,7 @@ def train_masker(
         "task": "per-pixel multi-label defect classification (sigmoid per class)",
         "architecture": ARCH,
         "hyperparameters": {"in_channels": 2, "widths": [int(w) for w in widths],
-                            "space_to_depth": int(space_to_depth)},
+                            "space_to_depth": int(space_to_depth), "refine": int(refine)},
         "classes": list(DEFECT_CLASSES),
         "receptive_field": {"width": int(width), "radius": int(radius), "stride": model.stride},
         "input": {
