@@ -153,8 +153,10 @@ def main() -> None:
     print(f"spin accuracy: spirals with visible arms (S/N > 20, r50 >= "
           f"{ARMS_RESOLVED_R50_PER_FWHM} PSF FWHM; n = {mm.get('n_spin_visible')}) "
           f"{mm['spin_accuracy']:.3f}; all spirals {mm['spin_accuracy_all']:.3f}")
-    print(f"bar: AUC of P(strong) + P(weak), barred against unbarred: "
-          f"{mm['bar_auc'] if mm['bar_auc'] is not None else float('nan'):.3f} (0.5 = none)")
+    na = float("nan")
+    print(f"bar: AUC of P(strong) + P(weak), barred against unbarred spirals: "
+          f"{mm['bar_auc'] if mm['bar_auc'] is not None else na:.3f} (0.5 = none); over "
+          f"every disk {mm['bar_auc_all'] if mm['bar_auc_all'] is not None else na:.3f}")
     print("one-vs-rest AUC per answer: " + "; ".join(
         f"{q}: " + ", ".join(f"{a} {v:.3f}" for a, v in per.items() if v is not None)
         for q, per in mm["answer_auc"].items()))
@@ -216,6 +218,7 @@ def main() -> None:
         "question_accuracy": {k: None if v is None else round(v, 4)
                               for k, v in mm["accuracy"].items()},
         "bar_auc": None if mm["bar_auc"] is None else round(mm["bar_auc"], 4),
+        "bar_auc_all": None if mm["bar_auc_all"] is None else round(mm["bar_auc_all"], 4),
         "answer_auc": {q: {a: None if v is None else round(v, 4) for a, v in per.items()}
                        for q, per in mm["answer_auc"].items()},
         "r50_median_rel_err": round(sm["r50_median_rel_err"], 4),

@@ -311,6 +311,7 @@ def test_bar_auc_sees_what_accuracy_hides():
     s = answer_slices()["bar"]
     targets = np.full((8, len(QUESTIONS)), IGNORE)
     targets[:, j] = [0, 1, 2, 2, 2, 2, 2, 2]  # strong, weak, six none
+    targets[:, [q.name for q in QUESTIONS].index("spiral_arms")] = [0] * 6 + [1] * 2
     probs = np.full((8, N_ANSWERS), 0.5)
     probs[:, s] = [0.1, 0.1, 0.8]              # base rate for all
     m = morphology_metrics(probs, targets)
@@ -318,6 +319,10 @@ def test_bar_auc_sees_what_accuracy_hides():
     probs[:2, s] = [0.15, 0.1, 0.75]           # barred: slightly less 'none'
     m = morphology_metrics(probs, targets)
     assert m["bar_auc"] == 1.0 and m["accuracy"]["bar"] == 0.75
+    assert m["bar_auc_all"] == 1.0  # 6 spirals (2 barred) + 2 armless unbarred disks
     auc = answer_auc(probs, targets)["bar"]
     assert auc["none"] == 1.0 and auc["strong"] == pytest.approx(6.5 / 7)  # ties with weak
     assert answer_auc(probs, targets)["spin"] == {"S": None, "Z": None}  # not applicable
+    probs[6:, s] = [0.5, 0.3, 0.2]             # armless disks look barred
+    m = morphology_metrics(probs, targets)
+    assert m["bar_auc"] == 1.0 and m["bar_auc_all"] < 1.0

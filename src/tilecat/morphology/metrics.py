@@ -53,6 +53,13 @@ def arms_resolved(r50: np.ndarray, psf_fwhm: np.ndarray,
     return np.isfinite(r50) & (r50 >= factor * np.asarray(psf_fwhm, float))
 
 
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score`` for the boolean labels ``y`` (both classes present)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
 def answer_auc(probs: np.ndarray, targets: np.ndarray) -> dict[str, dict[str, float | None]]:
     """One-vs-rest ROC AUC of every answer, over the objects its question applies to.
 
@@ -72,8 +79,6 @@ def answer_auc(probs: np.ndarray, targets: np.ndarray) -> dict[str, dict[str, fl
     dict
         {question: {answer: AUC, or None when the answer or its complement is absent}}.
     """
-    from sklearn.metrics import roc_auc_score
-
     sl = answer_slices()
     out: dict[str, dict[str, float | None]] = {}
     for j, q in enumerate(QUESTIONS):
@@ -83,7 +88,7 @@ def answer_auc(probs: np.ndarray, targets: np.ndarray) -> dict[str, dict[str, fl
         per: dict[str, float | None] = {}
         for k, a in enumerate(q.answers):
             y = t[ok] == k
-            per[a] = float(roc_auc_score(y, p[:, k])) if 0 < y.sum() < y.size else None
+            per[a] = _auc(y, p[:, k]) if 0 < y.sum() < y.size else None
         out[q.name] = per
     return out
 
@@ -114,8 +119,10 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
         ``top_level_accuracy``, ``top_level_accuracy_snr20`` (S/N > 20),
         ``spin_accuracy`` (spirals with visible arms when ``resolved`` is given, else all
         spirals), ``spin_accuracy_all``, ``spin_accuracy_snr20``, ``n_spin_visible``,
-        ``answer_auc`` (:func:`answer_auc`) and ``bar_auc``: AUC of
-        ``P(strong) + P(weak)`` for barred against unbarred where the bar question applies.
+        ``answer_auc`` (:func:`answer_auc`), ``bar_auc``: AUC of ``P(strong) + P(weak)``
+        for barred against unbarred spirals (true spiral arms; the simulator bars only
+        spirals, so over every disk the AUC also rewards telling spirals from other
+        disks: that is ``bar_auc_all``).
     """
     out: dict[str, Any] = {"accuracy": {}, "n": {}, "confusion": {}, "accuracy_by_snr": {}}
     sl = answer_slices()
@@ -136,19 +143,15 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
             out.setdefault("accuracy_snr20", {})[q.name] = (
                 float((pred[hi_snr] == t[hi_snr]).mean()) if hi_snr.any() else None)
     out["answer_auc"] = answer_auc(probs, targets)
-    jb = [q.name for q in QUESTIONS].index("bar")
-    tb = targets[:, jb]
-    okb = tb != IGNORE
-    bar = QUESTIONS[jb]
-    none = bar.answers.index("none") if "none" in bar.answers else None
-    out["bar_auc"] = None
-    if none is not None and okb.any():
-        from sklearn.metrics import roc_auc_score
-
-        barred = tb[okb] != none
-        pb = 1.0 - probs[okb, sl["bar"]][:, none]
-        if 0 < barred.sum() < barred.size:
-            out["bar_auc"] = float(roc_auc_score(barred, pb))
+    names = [q.name for q in QUESTIONS]
+    tb = targets[:, names.index("bar")]
+    arms = targets[:, names.index("spiral_arms")]
+    none = QUESTIONS[names.index("bar")].answers.index("none")
+    pb = 1.0 - probs[:, sl["bar"]][:, none]
+    spiral = arms == QUESTIONS[names.index("spiral_arms")].answers.index("yes")
+    for key, rows in (("bar_auc", (tb != IGNORE) & spiral), ("bar_auc_all", tb != IGNORE)):
+        barred = tb[rows] != none
+        out[key] = (_auc(barred, pb[rows]) if 0 < barred.sum() < barred.size else None)
     out["top_level_accuracy"] = out["accuracy"]["t"]
     out["spin_accuracy_all"] = out["accuracy"]["spin"]
     out["spin_accuracy"] = out["accuracy"]["spin"]
