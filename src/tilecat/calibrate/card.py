@@ -124,7 +124,7 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
 
     from .fit import METHODS, PDF_METHODS
 
-    if method not in METHODS or method == "pit":
+    if method not in METHODS or method in ("pit", "bcts+pit"):  # PDF-only maps
         raise ValueError(f"unknown class calibration method {method!r}")
     if pdf_method not in PDF_METHODS:
         raise ValueError(f"unknown PDF calibration method {pdf_method!r}; known: "
