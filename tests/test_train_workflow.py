@@ -253,3 +253,29 @@ def test_snakemake_train_all_dry_run_and_default_target(tmp_path):
     default = _job_stats(root)
     assert "all" in default and "ingest" in default
     assert not {"train_all", "train_model", "simulate_training_set"} & set(default)
+
+
+def test_only_needed_stages_run_and_shipped_weights_are_reused():
+    """A stage appended after the shipped one: walking back along init_from stops at
+    the first cached stage (earlier ones are not trained), and at full scale a stage
+    whose recipe sha256 is the shipped weights' is taken from the shipped model, not
+    at a smoke scale or with another thread count."""
+    from tilecat.train.recipe import StageSpec
+    from tilecat.train.run import _needed_stages, _shipped_match
+
+    chain = (StageSpec("init", ("a",)), StageSpec("ft1", ("a",), init_from="init"),
+             StageSpec("final", ("a",), init_from="ft1"),
+             StageSpec("ft3", ("a",), init_from="final"))
+    assert _needed_stages(chain, set()) == {"init", "ft1", "final", "ft3"}
+    assert _needed_stages(chain, {"final"}) == {"final", "ft3"}
+    assert _needed_stages(chain, {"ft1", "final"}) == {"final", "ft3"}
+    assert _needed_stages(chain, {"ft3"}) == {"init", "ft1", "final", "ft3"}  # last: retrained
+
+    card = json.loads((packaged_models_dir() / "vae" / "card.json").read_text())
+    shipped = StageSpec("final", ("a",), sha256=card["sha256"])
+    threads = int(card["training"].get("threads") or 1)
+    assert _shipped_match("vae", shipped, 1.0, threads) == packaged_models_dir() / "vae"
+    assert _shipped_match("vae", shipped, 0.5, threads) is None
+    assert _shipped_match("vae", shipped, 1.0, threads + 1) is None
+    other = StageSpec("final", ("a",), sha256="0" * 64)
+    assert _shipped_match("vae", other, 1.0, threads) is None
