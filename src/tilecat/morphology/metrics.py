@@ -53,11 +53,11 @@ def arms_resolved(r50: np.ndarray, psf_fwhm: np.ndarray,
     return np.isfinite(r50) & (r50 >= factor * np.asarray(psf_fwhm, float))
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of ``score`` for the boolean labels ``y`` (both classes present)."""
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC of ``score`` for the boolean labels ``y``; None unless both classes occur."""
     from sklearn.metrics import roc_auc_score
 
-    return float(roc_auc_score(y, score))
+    return float(roc_auc_score(y, score)) if 0 < y.sum() < y.size else None
 
 
 def answer_auc(probs: np.ndarray, targets: np.ndarray) -> dict[str, dict[str, float | None]]:
@@ -88,7 +88,7 @@ def answer_auc(probs: np.ndarray, targets: np.ndarray) -> dict[str, dict[str, fl
         per: dict[str, float | None] = {}
         for k, a in enumerate(q.answers):
             y = t[ok] == k
-            per[a] = _auc(y, p[:, k]) if 0 < y.sum() < y.size else None
+            per[a] = _auc(y, p[:, k])
         out[q.name] = per
     return out
 
@@ -150,8 +150,7 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
     pb = 1.0 - probs[:, sl["bar"]][:, none]
     spiral = arms == QUESTIONS[names.index("spiral_arms")].answers.index("yes")
     for key, rows in (("bar_auc", (tb != IGNORE) & spiral), ("bar_auc_all", tb != IGNORE)):
-        barred = tb[rows] != none
-        out[key] = (_auc(barred, pb[rows]) if 0 < barred.sum() < barred.size else None)
+        out[key] = _auc(tb[rows] != none, pb[rows])
     out["top_level_accuracy"] = out["accuracy"]["t"]
     out["spin_accuracy_all"] = out["accuracy"]["spin"]
     out["spin_accuracy"] = out["accuracy"]["spin"]
