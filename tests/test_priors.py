@@ -243,6 +243,45 @@ def test_aggregate_adds_cal_post_columns_and_priors(survey, tmp_path):
     assert run_aggregate(load_config(tmp_path / "config.yaml")).read_bytes() == first
 
 
+def test_aggregate_records_the_shift_test(survey, tmp_path):
+    """Detect, then correct: groups without a significant shift keep P_T (_post = _cal);
+    the metadata and the QA priors table give the test, statistic, dof and p-value."""
+    from tilecat.calibrate.groups import group_values
+    from tilecat.qa.report import _priors
+    from tilecat.qa.scores import catalog_groups
+
+    out = _aggregate(survey, tmp_path / "gate")
+    table = pq.read_table(out)
+    meta = json.loads(table.schema.metadata[b"tilecat.priors"])
+    assert meta["em"]["shift_test_alpha"] == 0.01
+    groups = meta["groups"]
+    # the shifted mix: mergers 10x rarer, edge-on 3x commoner, N(z) at higher z
+    for q in ("merger", "edge_on", "z"):
+        t = groups[q]["shift_test"]
+        assert t["significant"] and t["used_em"] and t["p_value"] < 1e-6, q
+        assert groups[q]["source"] == "em"
+    assert groups["merger"]["shift_test"]["test"] == "likelihood ratio"
+    assert groups["merger"]["shift_test"]["dof"] == 1
+    assert groups["z"]["shift_test"]["test"] == "tilt score (degree 2)"
+    kept = [q for q, g in groups.items() if not g["shift_test"]["used_em"]]
+    assert kept  # questions whose mix is the training one (spin, bar, ...)
+    cat = {g.name: g for g in catalog_groups(table.schema)}
+    for q in kept:
+        g = groups[q]
+        assert g["source"].startswith("training: no significant shift"), q
+        assert g["shift_test"]["p_value"] >= 0.01 and g["shift_test"]["significant"] is False
+        assert g["used"] == g["train"]
+        assert np.array_equal(group_values(table, cat[q], "post"),
+                              group_values(table, cat[q], "cal")), q
+    html = "".join(_priors(table).parts)
+    assert "not significant: training prior kept" in html and "EM estimate used" in html
+    # 0 turns the gate off: every estimate is used, the tests are still recorded
+    out = _aggregate(survey, tmp_path / "nogate", aggregate={"shift_test_alpha": 0})
+    groups = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]
+    assert all(g["source"] == "em" and g["shift_test"]["significant"] is None
+               for g in groups.values())
+
+
 def test_aggregate_with_given_priors_and_without_em(survey, tmp_path):
     out = _aggregate(survey, tmp_path / "given",
                      survey={"priors": {"merger": {"yes": 0.01, "no": 0.99}}},
@@ -304,7 +343,9 @@ def test_em_needs_a_passed_self_test(survey, tmp_path):
             metrics["bar"]["em_transfer_test"] = dict(metrics["bar"]["em_self_test"])
         write_card(card, d)
         models[name] = str(d)
-    out = _aggregate(survey, tmp_path / "st", infer={"model_dirs": models})
+    # shift test off (0: recorded, never gating): this test is about the self-test gate
+    out = _aggregate(survey, tmp_path / "st", infer={"model_dirs": models},
+                     aggregate={"shift_test_alpha": 0})
     meta = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]
     assert meta["merger"]["source"] == "training: EM self-test failed on the calibration set"
     assert meta["edge_on"]["source"].startswith("training: no EM self-test")
@@ -315,7 +356,7 @@ def test_em_needs_a_passed_self_test(survey, tmp_path):
     assert meta["merger"]["used"] == meta["merger"]["train"]
     # switched off, EM runs on every group
     out = _aggregate(survey, tmp_path / "all", infer={"model_dirs": models},
-                     aggregate={"em_require_self_test": False})
+                     aggregate={"em_require_self_test": False, "shift_test_alpha": None})
     meta = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]
     assert meta["merger"]["source"] == "em" and meta["edge_on"]["source"] == "em"
     assert meta["spin"]["source"] == "em"

@@ -150,7 +150,8 @@ def _probability_stage(config: dict[str, Any], schema: Any, paths: list[Path], p
     """Plan the probability stage and estimate the survey priors (None: no probability columns).
 
     The calibrated probabilities of each group of ``per`` tiles are read once and
-    persisted; every EM iteration is then one map-reduce over them.
+    persisted; every EM iteration is then one map-reduce over them, and one more gives
+    the shift tests (``aggregate.shift_test_alpha``) that decide which estimates are used.
     """
     import dask
 
@@ -166,6 +167,10 @@ def _probability_stage(config: dict[str, Any], schema: Any, paths: list[Path], p
     if any(g.source == "em" for g in correction.prior_groups):
         print(f"survey priors: EM {'converged' if result.converged else 'stopped'} after "
               f"{result.n_iter} iterations (tol {correction.em_tol:g})")
+        kept = correction.kept_training()
+        if kept:
+            print(f"survey priors: no significant shift (level {correction.shift_alpha:g}) "
+                  f"for {', '.join(kept)}: training prior kept (_post = _cal)")
     return correction
 
 

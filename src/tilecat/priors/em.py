@@ -20,6 +20,11 @@ a conditional question of a decision tree is corrected over the objects it appli
 to, each object weighted by its probability of reaching the question, i.e. the
 product of the (corrected) posteriors of the parent answers on its path
 (:attr:`PriorGroup.parents`).
+
+Detect, then correct (:func:`shift_test`, ``run_em(..., shift_alpha=)``): after EM one
+more map-reduce at the estimate tests, per group, whether the survey rejects the
+training prior (likelihood ratio for unordered classes, Neyman's smooth score test of
+the N(z)); a group without a significant shift keeps ``P_T``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.polynomial import legendre
+from scipy.stats import chi2
 
 from .formula import correct, prior_weights
 
@@ -41,8 +48,13 @@ __all__ = [
     "reach_weights",
     "prepare_block",
     "block_stats",
+    "stats_size",
+    "tilt_features",
     "add_stats",
     "run_em",
+    "shift_test",
+    "SHIFT_TEST_ALPHA",
+    "NZ_TILT_DEGREE",
     "smooth_prior",
     "EM_PRIOR_STRENGTH",
     "NZ_PRIOR_STRENGTH",
@@ -54,7 +66,8 @@ __all__ = [
 
 #: one block of the survey: group name -> calibrated probabilities (n, K)
 Block = Mapping[str, np.ndarray]
-#: per-group statistics: name -> float64 vector [sum_i w_i post_i (K values), sum_i w_i, loglik]
+#: per-group statistics: name -> float64 vector [sum_i w_i post_i (K values), sum_i w_i,
+#: loglik at the current priors, (with ``test``) the shift-test sums] (:func:`block_stats`)
 Stats = dict[str, np.ndarray]
 
 
@@ -90,6 +103,12 @@ class PriorGroup:
         ``P <- (sum_i w_i P(c|x_i) + strength P_0) / (sum_i w_i + strength)``. Keeps a
         small or weakly informative survey from collapsing onto the edge of the simplex
         (a class at exactly 0, which EM can never leave); negligible for large surveys.
+    tilt_degree : int
+        For ordered classes: the shift test (:func:`shift_test`) is the score test of
+        an exponential tilt ``P(c) ∝ P_T(c) exp(theta . f(c))`` with ``f`` the Legendre
+        polynomials ``1 .. tilt_degree`` of the training CDF (:func:`tilt_features`; 2:
+        the location and width of the N(z)). 0 (classes without an order): the
+        likelihood-ratio test of the EM estimate against ``P_T``.
     """
 
     name: str
@@ -100,6 +119,7 @@ class PriorGroup:
     parents: tuple[tuple[str, tuple[int, ...]], ...] = ()
     smooth: int = 0
     strength: float = 0.0
+    tilt_degree: int = 0
 
     def __post_init__(self) -> None:
         pt = np.asarray(self.prior_train, np.float64)
@@ -114,6 +134,9 @@ class PriorGroup:
                                  f"for {len(self.labels)} classes")
             prior_weights(pt, g)  # raises for classes unseen in training
             object.__setattr__(self, "given", g / g.sum())
+        if not 0 <= self.tilt_degree < int((pt > 0).sum()):
+            raise ValueError(f"prior group {self.name!r}: tilt_degree {self.tilt_degree} "
+                             f"not in [0, {int((pt > 0).sum()) - 1}]")
 
     @property
     def source(self) -> str:
@@ -147,6 +170,9 @@ class EMResult:
     changes : dict
         Group name -> its largest prior change in the last iteration (0 for groups
         not estimated): a group has converged when this is below the tolerance.
+    tests : dict
+        Group name -> its shift test (:func:`shift_test`) when ``run_em`` ran with
+        ``shift_alpha``; empty otherwise.
     """
 
     priors: dict[str, np.ndarray]
@@ -155,6 +181,7 @@ class EMResult:
     log: list[dict[str, Any]] = field(default_factory=list)
     n_eff: dict[str, float] = field(default_factory=dict)
     changes: dict[str, float] = field(default_factory=dict)
+    tests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 #: rows per chunk inside :func:`block_stats` (bounds the float64 temporaries)
@@ -168,6 +195,14 @@ EM_PRIOR_STRENGTH = 100.0
 #: move the summed N(z) from KS 0.010 to 0.039 off the truth, 1000 to 0.034, while on
 #: the shifted survey 1000 gave N(z) KS 0.028 and PIT KS 0.027 (10: 0.032, 0.034).
 NZ_PRIOR_STRENGTH = 1000.0
+#: default level of the shift test that gates each EM estimate (:func:`shift_test`):
+#: ``aggregate.shift_test_alpha``
+SHIFT_TEST_ALPHA = 0.01
+#: components of the smooth shift test of the N(z) (:attr:`PriorGroup.tilt_degree`): its
+#: location and width. On the trained photo-z benchmark (``benchmarks/priors.py``)
+#: degree 2 gave p = 0.77 on the training-mix survey (6858 objects) and 6e-6 on the
+#: shifted one (4318); degree 1: 0.52 and 9e-7; degree 3: 0.75 and 2e-5.
+NZ_TILT_DEGREE = 2
 
 
 def prepare_block(block: Block, dtype: Any = np.float32) -> dict[str, np.ndarray]:
@@ -199,8 +234,32 @@ def reach_weights(post: Mapping[str, np.ndarray], group: PriorGroup, n: int) -> 
     return w
 
 
+def tilt_features(group: PriorGroup) -> np.ndarray:
+    """Features ``f_j(c)``, ``(K, d)``, of the smooth shift test of ordered classes.
+
+    ``f_j(c) = P_j(2 u_c - 1)``, ``j = 1 .. d`` (``d`` = :attr:`PriorGroup.tilt_degree`):
+    Legendre polynomials of the training CDF at the class, ``u_c = sum_{c' < c} P_T(c') +
+    P_T(c) / 2``, i.e. of the probability integral transform under ``P_T``. The tilt
+    ``P(c) ∝ P_T(c) exp(theta . f(c))`` is then Neyman's (1937) smooth alternative: ``j
+    = 1`` shifts the N(z), ``j = 2`` widens or narrows it. The features are bounded
+    (|f| <= 1), so a thin tail of ``P_T`` cannot dominate the statistic (powers of the
+    redshift did: over random halves of the trained photo-z training-mix survey they
+    rejected 12% at level 0.01, these 0%).
+    """
+    pt = group.prior_train
+    u = 2.0 * (np.cumsum(pt) - 0.5 * pt) - 1.0
+    return np.stack([legendre.legval(u, [0.0] * j + [1.0])
+                     for j in range(1, group.tilt_degree + 1)], axis=1)
+
+
+def stats_size(group: PriorGroup, test: bool = False) -> int:
+    """Length of a group's statistics vector (:func:`block_stats`)."""
+    k, d = len(group.labels), group.tilt_degree
+    return k + 2 + (1 + (1 + 2 * d + d * d if d else 0) if test else 0)
+
+
 def block_stats(block: Block, groups: Sequence[PriorGroup],
-                priors: Mapping[str, np.ndarray]) -> Stats:
+                priors: Mapping[str, np.ndarray], test: bool = False) -> Stats:
     """The map step: sufficient statistics of one block for the current priors.
 
     Parameters
@@ -211,14 +270,23 @@ def block_stats(block: Block, groups: Sequence[PriorGroup],
         Parents before children.
     priors : mapping
         Group name -> current prior.
+    test : bool
+        Also the statistics of the shift test (:func:`shift_test`); EM iterations
+        do without them.
 
     Returns
     -------
     dict
-        Group name -> float64 vector of length ``K + 2``: ``sum_i w_i P(c | x_i)`` for
-        each class, ``sum_i w_i`` and ``sum_i w_i log sum_c P_T(c | x_i) P(c) / P_T(c)``.
-        ``w_i`` is the probability that object i reaches the group; rows whose
-        weighted sum ``sum_c P_T(c | x_i) P(c) / P_T(c)`` is 0 (empty rows) get ``w_i = 0``.
+        Group name -> float64 vector (:func:`stats_size`): ``sum_i w_i P(c | x_i)`` for
+        each class (``K`` values), ``sum_i w_i`` and the log-likelihood ``LL(P) =
+        sum_i w_i log sum_c P_T(c | x_i) P(c) / P_T(c)`` at the current priors. With
+        ``test``, then ``LL(P_T)`` (the same sum at the training priors, with the same
+        weights) and, for a group with ``tilt_degree = d > 0``, with ``m_i = sum_c
+        P_T(c | x_i) f(c)`` (``f``: :func:`tilt_features`): ``sum_i w_i^2``, ``sum_i w_i
+        m_i`` (d), ``sum_i w_i^2 m_i`` (d) and ``sum_i w_i^2 m_i m_i^T`` (d x d). ``w_i``
+        is the probability that object i reaches the group (from the parents'
+        *current* posteriors); rows whose weighted sum ``sum_c P_T(c | x_i) P(c) /
+        P_T(c)`` is 0 (empty rows) get ``w_i = 0``.
 
     Notes
     -----
@@ -227,7 +295,8 @@ def block_stats(block: Block, groups: Sequence[PriorGroup],
     per group and row chunk, in float64.
     """
     ratio = {g.name: prior_weights(g.prior_train, priors[g.name]) for g in groups}
-    out: Stats = {g.name: np.zeros(len(g.labels) + 2) for g in groups}
+    out: Stats = {g.name: np.zeros(stats_size(g, test)) for g in groups}
+    feats = {g.name: tilt_features(g) for g in groups if test and g.tilt_degree}
     n = next(iter(block.values())).shape[0] if block else 0
     for start in range(0, n, CHUNK):
         reach: dict[str, dict[tuple[int, ...], np.ndarray]] = {}
@@ -245,6 +314,19 @@ def block_stats(block: Block, groups: Sequence[PriorGroup],
             acc[:k] += r * np.einsum("ij,i->j", p, w * inv)
             acc[k] += w.sum()
             acc[k + 1] += float(np.einsum("i,i->", w, np.log(np.where(good, s, 1.0))))
+            if test:
+                # at the training priors r = 1 on the classes seen in training (s > 0
+                # implies s0 > 0, as r_c > 0 only where P_T(c) > 0)
+                s0 = np.einsum("ij,j->i", p, (g.prior_train > 0).astype(np.float64))
+                acc[k + 2] += float(np.einsum("i,i->", w, np.log(np.where(good, s0, 1.0))))
+                if g.name in feats:
+                    d = g.tilt_degree
+                    m = p @ feats[g.name]  # (n, d): P_T-posterior means of the features
+                    w2 = w * w
+                    acc[k + 3] += w2.sum()
+                    acc[k + 4:k + 4 + d] += w @ m
+                    acc[k + 4 + d:k + 4 + 2 * d] += w2 @ m
+                    acc[k + 4 + 2 * d:] += np.einsum("i,ij,il->jl", w2, m, m).ravel()
             # posterior mass of the answer subsets children need: sum_{a in A} p_a r_a / s
             need = {a for c in groups for parent, a in c.parents if parent == g.name}
             reach[g.name] = {a: np.einsum("ij,j->i", p[:, list(a)], r[list(a)]) * inv
@@ -261,7 +343,9 @@ def add_stats(*parts: Stats) -> Stats:
     return total
 
 
-MapReduce = Callable[[Sequence[PriorGroup], Mapping[str, np.ndarray]], Stats]
+#: ``map_reduce(groups, priors, test=False) -> Stats``: :func:`block_stats` summed over
+#: the survey (:func:`numpy_map_reduce`, :func:`dask_map_reduce`)
+MapReduce = Callable[..., Stats]
 
 
 def tree_reduce(parts: Sequence[Stats], fan_in: int = 32) -> Stats:
@@ -275,8 +359,9 @@ def tree_reduce(parts: Sequence[Stats], fan_in: int = 32) -> Stats:
 def numpy_map_reduce(blocks: Sequence[Block], fan_in: int = 32) -> MapReduce:
     """A map-reduce over blocks held in memory (sequential; same sums as the Dask one)."""
 
-    def run(groups: Sequence[PriorGroup], priors: Mapping[str, np.ndarray]) -> Stats:
-        return tree_reduce([block_stats(b, groups, priors) for b in blocks], fan_in)
+    def run(groups: Sequence[PriorGroup], priors: Mapping[str, np.ndarray],
+            test: bool = False) -> Stats:
+        return tree_reduce([block_stats(b, groups, priors, test) for b in blocks], fan_in)
 
     return run
 
@@ -294,8 +379,9 @@ def dask_map_reduce(blocks: Sequence[Any], fan_in: int = 32) -> MapReduce:
     """
     import dask
 
-    def run(groups: Sequence[PriorGroup], priors: Mapping[str, np.ndarray]) -> Stats:
-        level = [dask.delayed(block_stats, pure=True)(b, list(groups), dict(priors))
+    def run(groups: Sequence[PriorGroup], priors: Mapping[str, np.ndarray],
+            test: bool = False) -> Stats:
+        level = [dask.delayed(block_stats, pure=True)(b, list(groups), dict(priors), test)
                  for b in blocks]
         while len(level) > 1:
             level = [dask.delayed(add_stats, pure=True)(*level[i:i + fan_in])
@@ -315,35 +401,126 @@ def smooth_prior(p: np.ndarray, passes: int) -> np.ndarray:
     return p / p.sum()
 
 
-def run_em(groups: Sequence[PriorGroup], map_reduce: MapReduce, *, tol: float = 1e-6,
-           max_iter: int = 500) -> EMResult:
-    """Estimate the priors of every group with ``estimate`` and no ``given`` prior.
+def shift_test(stats: np.ndarray, group: PriorGroup, alpha: float) -> dict[str, Any]:
+    """Test of "the survey prior is the training prior" for one group ("detect, then correct").
 
     Parameters
     ----------
-    groups : sequence of PriorGroup
-        Parents before children (tree order).
-    map_reduce : callable
-        ``map_reduce(groups, priors) -> Stats`` summed over the whole survey
-        (:func:`numpy_map_reduce`, :func:`dask_map_reduce`).
-    tol : float
-        Stop when no prior changes by more than ``tol`` (absolute) in an iteration.
-    max_iter : int
-        Iteration cap.
+    stats : ndarray
+        The group's statistics summed over the survey, computed with ``test=True`` at
+        the estimated priors (:func:`block_stats`).
+    group : PriorGroup
+    alpha : float
+        Level of the test; 0 computes the test without gating anything.
 
     Returns
     -------
-    EMResult
-        A group with no weight at all (it never applies) keeps its initial prior.
+    dict
+        ``test`` (``likelihood ratio`` or ``tilt score (degree d)``), ``statistic``, ``dof``,
+        ``p_value`` = ``P(chi2_dof > statistic)``, ``alpha``, ``gated`` (True when
+        ``alpha > 0`` and ``p_value >= alpha``: no significant shift, the group keeps
+        ``P_T``), ``n_eff`` (sum of weights) and ``loglik_gain`` = ``LL(P_hat) -
+        LL(P_T)`` (the data log-likelihood; the Dirichlet pseudo-objects of MAP-EM are
+        not data).
+
+    Notes
+    -----
+    EM always moves the prior, also on a survey with the training class mix, where it
+    only fits sampling noise and calibration residuals: with the trained photo-z model
+    on a training-mix survey of 6858 objects it moved the summed N(z) from KS 0.010 to
+    0.034 off the truth. Following Lipton, Wang & Smola (2018) and Rabanser, Günnemann &
+    Lipton (2019) the correction is applied only where the data reject ``P_T``. The
+    null hypothesis is ``P = P_T`` exactly, with the calibrated outputs equal to
+    ``P_T(c | x)``: a significant result means the outputs do not fit the prior they
+    were calibrated for, which is what the correction repairs (also when ``P_T`` is a
+    noisy labelled-set estimate and the survey only differs from it by that noise).
+
+    **Unordered classes** (morphology answers): ``statistic = LR = 2 [LL(P_hat) -
+    LL(P_T)]`` with ``dof = K_eff - 1`` (``K_eff``: classes with ``P_T > 0``). For the
+    ML estimate Wilks' theorem gives ``chi2(K_eff - 1)``; any other estimate has a
+    smaller LR, so with MAP-EM (shrunk towards ``P_T``) the test keeps its level. The
+    level is also kept with fractional weights (the probability of reaching a tree
+    question; score variance ``sum w_i^2 ...`` below the curvature ``sum w_i ...``),
+    and a class driven to 0 (simplex edge) only makes the null a smaller
+    chi-bar-squared. Monte Carlo with the exact synthetic classifier, 5000 objects,
+    100 surveys in the training mix, MAP strength 10: rejection rate at alpha = 0.01
+    0.01 (merger, dof 1), 0.00 (t, bar; dof 2), mean LR 1.1 / 1.8 / 2.3: the
+    ``chi2`` null is adequate. With a real calibration map it is not always: on the
+    trained morphology model's training-mix survey (8000 objects, true fractions
+    exactly ``P_T``) the recalibrated maps gave roundness LR 24.3 (p 5e-6, the other 6
+    questions p >= 0.05) and the shipped card's maps edge_on 14.2, merger 6.9,
+    roundness 22.4. These are calibration residuals (the outputs are not ``P_T(c | x)``
+    on that survey), not sampling noise, so no dof or BIC-type penalty removes them
+    without also hiding real shifts; EM then "corrects" the residual, as it did before
+    the test. A two-sample null (``P_T`` and the map are fitted on ``n_cal`` labelled
+    objects) would absorb part of it but also hides the trained photo-z shift (p 0.06).
+
+    **Ordered classes** (``tilt_degree = d > 0``, the N(z) on 60 bins): the LR of the
+    EM estimate is no test there. Smoothed EM does not contain ``P_T`` (a sharp
+    training N(z) is not a fixed point of the smoothing), and on the trained photo-z
+    benchmark ``LL(P_hat) < LL(P_T)`` on *both* the training-mix and the shifted
+    survey (gain -15.7 and -1.5, so LR = 0). Without smoothing the 59-dof LR is
+    dominated by noise directions (ML: 79 on the training mix, 67 on the shifted
+    survey), and with the MAP prior of 1000 pseudo-objects its null is far below
+    ``chi2(59)`` (exact synthetic photo-z, 5000 objects: mean 6.7, 99% quantile 15), so
+    it has no power (N(z) scale z0 0.35 -> 0.36: rejected in 0 of 20 surveys, 0.37: 3
+    of 20). The N(z) test is instead Neyman's smooth test: the score test of the tilt
+    ``P(c) ∝ P_T(c) exp(theta . f(c))`` at ``theta = 0`` (asymptotically its LR; it
+    needs nothing but sums at ``P_T``), ``f`` the Legendre polynomials of the training
+    CDF (:func:`tilecat.priors.em.tilt_features`; d = 2: location and width of the
+    N(z)): ``U = sum_i w_i (m_i - E_T f)`` with ``m_i = sum_c P_T(c | x_i) f(c)``,
+    ``statistic = U^T V^-1 U`` with the robust (sandwich) variance ``V = sum_i w_i^2
+    (m_i - m_bar)(m_i - m_bar)^T``, valid with fractional weights and PDFs of the
+    wrong width; ``dof = d`` (the rank of ``V``). Monte Carlo, exact synthetic
+    photo-z, 5000 objects: rejection rate at alpha = 0.01 0.005 (200 surveys; 0.015
+    with uniform random weights), N(z) scale 0.35 -> 0.36: 0.84, -> 0.37: 1.00.
     """
-    priors = {g.name: g.initial().copy() for g in groups}
-    free = [g for g in groups if g.source == "em"]
+    k = len(group.labels)
+    n_eff = float(stats[k])
+    gain = float(stats[k + 1] - stats[k + 2])
+    d = group.tilt_degree
+    if not d:
+        what = "likelihood ratio"
+        statistic = max(2.0 * gain, 0.0)
+        dof = int((group.prior_train > 0).sum()) - 1
+    else:
+        what = f"tilt score (degree {d})"
+        f = tilt_features(group)
+        sw2 = stats[k + 3]
+        s1 = stats[k + 4:k + 4 + d]
+        s2 = stats[k + 4 + d:k + 4 + 2 * d]
+        mm = stats[k + 4 + 2 * d:].reshape(d, d)
+        statistic, dof = 0.0, d
+        if n_eff > 0 and sw2 > 0:
+            u = s1 - n_eff * (group.prior_train @ f)
+            mbar = s1 / n_eff
+            v = mm - np.outer(s2, mbar) - np.outer(mbar, s2) + sw2 * np.outer(mbar, mbar)
+            lam, vec = np.linalg.eigh(0.5 * (v + v.T))
+            keep = lam > 1e-10 * max(float(lam.max()), 1e-300)
+            dof = int(keep.sum())
+            statistic = float((((vec[:, keep].T @ u) ** 2) / lam[keep]).sum())
+    p = float(chi2.sf(statistic, dof)) if dof > 0 else 1.0
+    return {"test": what, "statistic": statistic, "dof": dof, "p_value": p,
+            "alpha": float(alpha), "gated": bool(alpha > 0 and not p < alpha),
+            "n_eff": n_eff, "loglik_gain": gain}
+
+
+def _iterate(groups: Sequence[PriorGroup], free: Sequence[PriorGroup], map_reduce: MapReduce,
+             priors: dict[str, np.ndarray], tol: float, max_iter: int, first: int
+             ) -> tuple[dict[str, np.ndarray], int, bool, list[dict[str, Any]],
+                        dict[str, float], Stats]:
+    """EM iterations ``first + 1 ..`` over the ``free`` groups from ``priors``.
+
+    Returns the priors, the last iteration number, convergence, the log, the groups'
+    last changes and the statistics of the last map-reduce (at the priors *before* the
+    last update).
+    """
     log: list[dict[str, Any]] = []
     converged = not free
-    n_iter = 0
+    n_iter = first
     changes = {g.name: 0.0 for g in groups}
     stats = map_reduce(groups, priors)
-    while free and n_iter < max_iter:
+    while free and n_iter - first < max_iter:
         change = 0.0
         new = dict(priors)
         for g in free:
@@ -357,20 +534,77 @@ def run_em(groups: Sequence[PriorGroup], map_reduce: MapReduce, *, tol: float = 
                 change = max(change, changes[g.name])
         n_iter += 1
         log.append({"iter": n_iter, "max_change": change,
-                    "loglik": {g.name: float(stats[g.name][-1]) for g in free}})
+                    "loglik": {g.name: float(stats[g.name][len(g.labels) + 1]) for g in free}})
         priors = new
         if change < tol:
             converged = True
             break
         stats = map_reduce(groups, priors)
+    return priors, n_iter, converged, log, changes, stats
+
+
+def run_em(groups: Sequence[PriorGroup], map_reduce: MapReduce, *, tol: float = 1e-6,
+           max_iter: int = 500, shift_alpha: float | None = None) -> EMResult:
+    """Estimate the priors of every group with ``estimate`` and no ``given`` prior.
+
+    Parameters
+    ----------
+    groups : sequence of PriorGroup
+        Parents before children (tree order).
+    map_reduce : callable
+        ``map_reduce(groups, priors, test=False) -> Stats`` summed over the whole
+        survey (:func:`numpy_map_reduce`, :func:`dask_map_reduce`); ``test`` is passed
+        only with ``shift_alpha``.
+    tol : float
+        Stop when no prior changes by more than ``tol`` (absolute) in an iteration.
+    max_iter : int
+        Iteration cap (of each EM run when the shift test re-runs EM).
+    shift_alpha : float, optional
+        None (default): plain EM. Otherwise, after EM one more map-reduce at the
+        estimated priors gives every estimated group's shift test (:func:`shift_test`,
+        in :attr:`EMResult.tests`); with ``shift_alpha > 0`` a group without a
+        significant shift keeps its training prior ("detect, then correct"; 0 reports
+        the test only). If such a group is on the tree path of other estimated groups
+        their weights change, so EM re-runs for the remaining groups (from their
+        estimates) and they are tested again; this repeats until no more group is
+        reset (at most once per group).
+
+    Returns
+    -------
+    EMResult
+        A group with no weight at all (it never applies) keeps its initial prior.
+    """
+    priors = {g.name: g.initial().copy() for g in groups}
+    free = [g for g in groups if g.source == "em"]
+    priors, n_iter, converged, log, changes, stats = _iterate(groups, free, map_reduce,
+                                                              priors, tol, max_iter, 0)
+    tests: dict[str, dict[str, Any]] = {}
+    while shift_alpha is not None and free:
+        stats = map_reduce(groups, priors, test=True)  # at the estimate
+        for g in free:
+            tests[g.name] = shift_test(stats[g.name], g, float(shift_alpha))
+        reset = {g.name for g in free if tests[g.name]["gated"]}
+        if not reset:
+            break
+        for name in reset:
+            priors[name] = next(g for g in free if g.name == name).prior_train.copy()
+            changes[name] = 0.0
+        free = [g for g in free if g.name not in reset]
+        if not any(parent in reset for g in free for parent, _ in g.parents):
+            break  # no estimate depends on a reset group
+        priors, n_iter, converged, more, last, stats = _iterate(groups, free, map_reduce,
+                                                                priors, tol, max_iter, n_iter)
+        log += more
+        changes.update({g.name: last[g.name] for g in free})
     n_eff = {g.name: float(stats[g.name][len(g.labels)]) for g in groups}
     return EMResult(priors=priors, n_iter=n_iter, converged=converged, log=log, n_eff=n_eff,
-                    changes=changes)
+                    changes=changes, tests=tests)
 
 
 def em_priors(p: np.ndarray, prior_train: np.ndarray, *, weights: np.ndarray | None = None,
               tol: float = 1e-8, max_iter: int = 1000, smooth: int = 0,
-              strength: float = 0.0) -> EMResult:
+              strength: float = 0.0, shift_alpha: float | None = None,
+              tilt_degree: int = 0) -> EMResult:
     """EM for one set of classes over probabilities in memory (convenience wrapper).
 
     Parameters
@@ -380,7 +614,7 @@ def em_priors(p: np.ndarray, prior_train: np.ndarray, *, weights: np.ndarray | N
     prior_train : array_like, shape (K,)
     weights : ndarray (N,), optional
         Per-object weights in [0, 1] (e.g. the probability that a question applies).
-    tol, max_iter, smooth, strength :
+    tol, max_iter, smooth, strength, shift_alpha, tilt_degree :
         As :func:`run_em` and :class:`PriorGroup`.
 
     Returns
@@ -400,6 +634,7 @@ def em_priors(p: np.ndarray, prior_train: np.ndarray, *, weights: np.ndarray | N
         groups.append(PriorGroup("_w", ("w", "rest"), np.array([0.5, 0.5]), estimate=False))
         path = (("_w", (0,)),)
     groups.append(PriorGroup("p", labels, np.asarray(prior_train), parents=path, smooth=smooth,
-                             strength=strength))
+                             strength=strength, tilt_degree=tilt_degree))
     block = prepare_block(block, np.float64)
-    return run_em(groups, numpy_map_reduce([block]), tol=tol, max_iter=max_iter)
+    return run_em(groups, numpy_map_reduce([block]), tol=tol, max_iter=max_iter,
+                  shift_alpha=shift_alpha)

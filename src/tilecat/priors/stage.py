@@ -11,10 +11,10 @@ the photo-z PDF) the survey catalog gets, besides the ``_raw`` columns of the ti
     to the survey's priors: given in ``survey.priors``, else estimated by EM over all
     tiles (:mod:`tilecat.priors.em`), else (``aggregate.estimate_priors: false``, or a
     group without a passed EM self-test in its model card, or with a failed EM transfer
-    test) the priors of the calibrated outputs, which leaves ``_post`` equal to
-    ``_cal``. ``P_T`` is the training prior of the card, or the labelled set's class
-    fractions for calibration maps that set the class balance
-    (:func:`tilecat.calibrate.card.card_priors`).
+    test, or whose survey data do not reject the training prior in the shift test) the
+    priors of the calibrated outputs, which leaves ``_post`` equal to ``_cal``. ``P_T``
+    is the training prior of the card, or the labelled set's class fractions for
+    calibration maps that set the class balance (:func:`tilecat.calibrate.card.card_priors`).
 
 For photo-z the list columns are ``z_pdf`` (raw), ``z_pdf_cal`` and ``z_pdf_post``, and
 the summary statistics of the corrected PDF are ``z_mean_post``, ``z_median_post``,
@@ -25,8 +25,16 @@ by smoothed EM (``aggregate.nz_smooth`` passes of a [1, 2, 1] / 4 kernel per ste
 EM is MAP-EM with a weak Dirichlet prior centred on ``P_T`` (``aggregate.em_prior_strength``
 pseudo-objects; for the N(z), spread over its many bins, ``aggregate.nz_prior_strength``).
 
-Priors used and the EM log go into the file metadata (``tilecat.priors``), the
-calibration maps into ``tilecat.calibration``.
+Detect, then correct: after EM one more pass over the survey tests, for every
+estimated group, whether the data reject the training prior
+(:func:`tilecat.priors.em.shift_test`: likelihood ratio for answers, a smooth
+location/width score test for the N(z)); at level ``aggregate.shift_test_alpha``
+(default 0.01) a group without a significant shift keeps ``P_T`` (``_post`` =
+``_cal``). On a survey with the training mix EM otherwise only fits noise and
+calibration residuals.
+
+Priors used, the EM log and the shift tests go into the file metadata
+(``tilecat.priors``), the calibration maps into ``tilecat.calibration``.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ import numpy as np
 from ..calibrate.calibrators import Calibrator
 from ..calibrate.groups import STAGES, Z_SUMMARY, ProbGroup, group_values, list_array
 from ..errors import InputError, ModelError
-from .em import EM_PRIOR_STRENGTH, NZ_PRIOR_STRENGTH, Block, EMResult, PriorGroup, prepare_block, run_em
+from .em import (EM_PRIOR_STRENGTH, NZ_PRIOR_STRENGTH, NZ_TILT_DEGREE, SHIFT_TEST_ALPHA, Block,
+                 EMResult, PriorGroup, prepare_block, run_em)
 from .formula import correct
 
 __all__ = ["Correction", "plan_correction", "PRIORS_KEY", "CALIBRATION_KEY", "MODELS"]
@@ -85,6 +94,9 @@ class Correction:
     transfer_tests : dict
         Group name -> the card's EM transfer test (a check set in other observing
         conditions), where the card has one; EM runs only on groups that passed it too.
+    shift_alpha : float
+        Level of the shift test of each EM estimate (:func:`tilecat.priors.em.shift_test`,
+        ``aggregate.shift_test_alpha``); 0: tests recorded, EM estimates always used.
     result : EMResult or None
         Set by :meth:`estimate`.
     """
@@ -98,6 +110,7 @@ class Correction:
     em_max_iter: int = 1000
     self_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     transfer_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shift_alpha: float = SHIFT_TEST_ALPHA
     result: EMResult | None = None
 
     # ----------------------------------------------------------------- columns
@@ -123,10 +136,16 @@ class Correction:
 
     # ------------------------------------------------------------------ priors
     def estimate(self, map_reduce: Any) -> EMResult:
-        """Run EM (:func:`tilecat.priors.em.run_em`) with the given map-reduce; keep the result."""
+        """Run EM and the shift tests (:func:`tilecat.priors.em.run_em`) with the given
+        map-reduce; keep the result."""
         self.result = run_em(self.prior_groups, map_reduce, tol=self.em_tol,
-                             max_iter=self.em_max_iter)
+                             max_iter=self.em_max_iter, shift_alpha=self.shift_alpha)
         return self.result
+
+    def kept_training(self) -> list[str]:
+        """Groups EM estimated whose shift test was not significant (they keep ``P_T``)."""
+        tests = self.result.tests if self.result is not None else {}
+        return [g.name for g in self.prior_groups if tests.get(g.name, {}).get("gated")]
 
     def priors(self) -> dict[str, np.ndarray]:
         """Prior used per group (after :meth:`estimate`; before it, given or training)."""
@@ -212,6 +231,8 @@ class Correction:
                 entry["em_self_test"] = self.self_tests[g.name]
             if g.name in self.transfer_tests:
                 entry["em_transfer_test"] = self.transfer_tests[g.name]
+            if res is not None and g.name in res.tests:
+                entry["shift_test"] = _test_meta(res.tests[g.name])
             if pg.parents:
                 entry["applies_when"] = [[p, [self._labels(p)[i] for i in idx]]
                                          for p, idx in pg.parents]
@@ -219,7 +240,14 @@ class Correction:
         em = None
         if res is not None:
             em = {"tol": self.em_tol, "max_iter": self.em_max_iter, "n_iter": res.n_iter,
-                  "converged": res.converged, "log": _thin_log(res.log)}
+                  "converged": res.converged, "shift_test_alpha": self.shift_alpha,
+                  "shift_test": "EM estimates are used only where the survey rejects the "
+                                "training prior at level shift_test_alpha (0: always): "
+                                "answers, likelihood ratio 2 [LL(EM) - LL(P_T)] vs "
+                                "chi2(K - 1); N(z), Neyman smooth score test of a "
+                                "location/width change of P_T vs chi2(2) "
+                                "(tilecat.priors.em.shift_test)",
+                  "log": _thin_log(res.log)}
         priors_meta = {"formula": "P(c|x) = P_T(c|x) P(c)/P_T(c) / sum_c' (...) "
                                   "(Saerens et al. 2002)",
                        "columns": "<prob>_raw (model), <prob>_cal (calibrated), <prob>_post "
@@ -230,6 +258,11 @@ class Correction:
 
     def _source(self, pg: PriorGroup) -> str:
         """``given``, ``em`` or ``training`` with the reason EM was not used."""
+        test = (self.result.tests if self.result is not None else {}).get(pg.name)
+        if pg.source == "em" and test is not None and test["gated"]:
+            return (f"training: no significant shift from the training prior ({test['test']} "
+                    f"{test['statistic']:.2f}, dof {test['dof']}, p {test['p_value']:.3g} >= "
+                    f"alpha {test['alpha']:g})")
         if pg.source != "training":
             return pg.source
         test = self.self_tests.get(pg.name)
@@ -245,6 +278,16 @@ class Correction:
 
     def _labels(self, name: str) -> tuple[str, ...]:
         return next(g.labels for g in self.groups if g.name == name)
+
+
+def _test_meta(test: Mapping[str, Any]) -> dict[str, Any]:
+    """A shift test (:func:`tilecat.priors.em.shift_test`) for the metadata, rounded."""
+    return {"test": test["test"], "statistic": round(float(test["statistic"]), 4),
+            "dof": int(test["dof"]), "p_value": float(f"{test['p_value']:.4g}"),
+            "alpha": float(test["alpha"]),
+            "significant": bool(test["p_value"] < test["alpha"]) if test["alpha"] > 0 else None,
+            "used_em": not test["gated"],
+            "loglik_gain": round(float(test["loglik_gain"]), 4)}
 
 
 def _models_meta(schema: Any) -> list[dict[str, Any]]:
@@ -263,7 +306,8 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
     ----------
     config : dict
         Validated configuration (``survey.priors``, ``aggregate.em_tol``,
-        ``aggregate.em_max_iter``, ``aggregate.estimate_priors``, ``infer.model_dirs``).
+        ``aggregate.em_max_iter``, ``aggregate.estimate_priors``,
+        ``aggregate.shift_test_alpha``, ``infer.model_dirs``).
     schema : pyarrow.Schema
         Schema (with metadata) of a tile catalog.
 
@@ -349,8 +393,10 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
                                   int(acfg.get("nz_smooth", 1)) if g.list_column else 0,
                                   float(acfg.get("nz_prior_strength", NZ_PRIOR_STRENGTH))
                                   if g.list_column else
-                                  float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH))))
+                                  float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH)),
+                                  tilt_degree=NZ_TILT_DEGREE if g.list_column else 0))
+    alpha = acfg.get("shift_test_alpha", SHIFT_TEST_ALPHA)
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),
                       em_max_iter=int(acfg.get("em_max_iter", 1000)), self_tests=self_tests,
-                      transfer_tests=transfer_tests)
+                      transfer_tests=transfer_tests, shift_alpha=float(alpha or 0.0))

@@ -142,10 +142,11 @@ def _priors(table: Any) -> Section:
             if st:
                 tests.append(f"{what} {'passed' if st['ok'] else 'FAILED'}: error "
                              f"{st['error']:.3f} (tolerance {st['tolerance']:.3f}, n {st['n']})")
-        rows.append([name, g["source"], g.get("n_eff"), tr, us, "; ".join(tests)])
+        rows.append([name, g["source"], g.get("n_eff"), tr, us, "; ".join(tests),
+                     _shift_test_text(g.get("shift_test"))])
     s.add(table_html(["group", "source", "objects (weighted)", "prior of calibrated outputs",
-                      "prior used", "EM self-test (calibration set) / transfer test"], rows,
-                     left=2))
+                      "prior used", "EM self-test (calibration set) / transfer test",
+                      "shift test"], rows, left=2))
     s.add(note_html("EM self-test: the calibration map is fitted on half of the model's "
                     "labelled calibration set and EM run on the other half, which has a known "
                     "class mix; transfer test (when the card has one): the map fitted on the "
@@ -153,6 +154,14 @@ def _priors(table: Any) -> Section:
                     "conditions. Groups failing either are not corrected by EM "
                     "(aggregate.em_require_self_test)."))
     em = meta.get("em")
+    if em and "shift_test_alpha" in em:
+        alpha = em["shift_test_alpha"]
+        s.add(note_html("Shift test (detect, then correct): an EM estimate is used only where "
+                        "the survey rejects the prior of the calibrated outputs "
+                        + (f"at level {alpha:g}" if alpha else "(disabled: always used)")
+                        + "; answers: likelihood ratio of the EM estimate vs chi2(K - 1); "
+                        "N(z): Neyman smooth test of a location/width change vs chi2(2) "
+                        "(aggregate.shift_test_alpha)."))
     if em and em.get("log"):
         s.add(note_html(f"EM: {em['n_iter']} iterations, "
                         f"{'converged' if em['converged'] else 'NOT converged'} "
@@ -161,6 +170,16 @@ def _priors(table: Any) -> Section:
     elif em:
         s.add(note_html("EM: nothing to estimate (all priors given or disabled)."))
     return s
+
+
+def _shift_test_text(test: Mapping[str, Any] | None) -> str:
+    """One table cell for a group's shift test (metadata ``shift_test``), '' without one."""
+    if not test:
+        return ""
+    verdict = ("EM estimate used" if test.get("used_em") else
+               "not significant: training prior kept")
+    return (f"{test['test']} {test['statistic']:.2f}, dof {test['dof']}, "
+            f"p {test['p_value']:.3g}: {verdict}")
 
 
 def _calibration(table: Any, config: Mapping[str, Any], truth: Any) -> Section:
