@@ -6,6 +6,12 @@ bands, impossible values and missing catalog files raise
 lists; per-band settings are mappings ``band -> value`` (the defaults cover every
 LSST band, so a survey only names its bands).
 
+A few keys are *optional* (:data:`OPTIONAL`): accepted and validated when a YAML gives
+them, but absent from :data:`DEFAULTS`, so that the merged settings of YAMLs that do not
+name them are what they were before the key existed (the SHA-256 of the merged settings
+names cached stamp sets, :func:`tilecat.calibrate.stampsets.sim_config_tag`, and model
+cards record those names). Readers use ``cfg[...].get(key, OPTIONAL[...])``.
+
 Example (a 2048 x 2048 LSST-like survey)::
 
     survey: {name: deep, bands: [u, g, r, i, z, y], pixel_scale: 0.2, tile_size: 2048}
@@ -21,8 +27,10 @@ from typing import Any
 from ..config import read_yaml
 from ..errors import ConfigError
 from .photometry import LSST_BANDS
+from .population import BAR_MODELS
 
-__all__ = ["DEFAULTS", "SIMVER", "load_sim_config", "validate_sim_config", "tile_shape"]
+__all__ = ["DEFAULTS", "OPTIONAL", "SIMVER", "load_sim_config", "validate_sim_config",
+           "tile_shape"]
 
 #: Simulator version, written to every FITS header (SIMVER) and survey.yaml.
 SIMVER = "1.1"  # 1.1: dead pixels read -sky + read noise; physical persistence ghosts
@@ -110,6 +118,13 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+#: Optional keys (dotted path -> the value used when absent); see the module docstring.
+#: ``population.bar_model``: ``faint`` (the bars of simulator 1.1: 3-15 % of the light,
+#: arms unrelated to the bar; every training set made before the key existed) or
+#: ``visible`` (bars with 7-30 % of the light, spiral arms leaving the bar ends, some
+#: barred lenticulars; :mod:`tilecat.simulate.population`).
+OPTIONAL: dict[tuple[str, ...], Any] = {("population", "bar_model"): "faint"}
+
 _BAND_MAPS = {("conditions", k) for k in ("psf_fwhm", "depth", "sky_brightness", "saturation")}
 _FREE_MAPS = {("defects",), ("population", "morphology"), ("stamps", "heldout")}
 
@@ -132,8 +147,10 @@ def _merge(base: Any, over: Any, path: tuple[str, ...]) -> Any:
             out[key] = val
         elif path in _FREE_MAPS:
             out[key] = val
+        elif key not in base and path + (key,) in OPTIONAL:
+            out[key] = val
         elif key not in base:
-            known = ", ".join(sorted(base))
+            known = ", ".join(sorted(set(base) | {k[-1] for k in OPTIONAL if k[:-1] == path}))
             raise ConfigError(
                 f"simulation config: unknown key '{'.'.join(path + (key,))}' (known: {known})"
             )
@@ -190,8 +207,8 @@ def validate_sim_config(cfg: dict[str, Any]) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        Unknown band, non-positive or inverted ranges, bad population kind,
-        missing catalog file, bad tile size.
+        Unknown band, non-positive or inverted ranges, bad population kind or bar
+        model, missing catalog file, bad tile size.
     """
     s = cfg["survey"]
     bands = s["bands"]
@@ -251,6 +268,10 @@ def validate_sim_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"simulation config: key 'population.morphology.{k}' must be >= 0")
     if sum(p["morphology"].values()) <= 0:
         raise ConfigError("simulation config: 'population.morphology' fractions sum to 0")
+    bar_model = p.get("bar_model", OPTIONAL[("population", "bar_model")])
+    if bar_model not in BAR_MODELS:
+        raise ConfigError(f"simulation config: key 'population.bar_model' must be one of "
+                          f"{list(BAR_MODELS)}, got {bar_model!r}")
     unknown = set(p["schechter"]) - {"m_star", "alpha", "evolution"}
     if unknown:
         raise ConfigError(f"simulation config: unknown key(s) in 'population.schechter': "

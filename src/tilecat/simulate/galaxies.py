@@ -16,7 +16,11 @@ Components:
 * edge-on disk: ``galsim.InclinedExponential`` (thin disk, scale height / radius 0.1);
 * spiral arms: two logarithmic spirals ``r = r_in exp(b t)``, ``theta = theta0 + k pi + t``
   with ``b = tan(pitch)``, traced by small ``galsim.Gaussian`` knots whose
-  weights follow the exponential disk; they are inclined and rotated with the disk;
+  weights follow the exponential disk; they are inclined and rotated with the disk.
+  ``r_in`` is half a disk scale length and ``theta0`` random, except for barred spirals
+  with ``arms_from_bar`` (``population.bar_model: visible``): there the arms start at
+  the two bar ends (``r_in`` = the bar's visible semi-major axis
+  :func:`bar_end_radius`, ``theta0`` = the bar angle), as in grand-design SB spirals;
 * bar: ``galsim.Sersic(n=0.5)`` stretched to axis ratio ``bar_q`` in the disk plane;
 * irregulars: a smooth low-n Sérsic plus ``galsim.RandomKnots`` (point sources smoothed
   by a small Gaussian) for star-forming clumps;
@@ -45,10 +49,10 @@ from typing import Any
 import numpy as np
 
 from .photometry import LSST_BANDS, REFERENCE_BAND
-from .population import GalaxySpec, part_fluxes
+from .population import BAR_END, GalaxySpec, part_fluxes
 
-__all__ = ["GalaxyModel", "build_galaxy", "spiral_arm_knots", "measure_structure",
-           "shape_truth"]
+__all__ = ["GalaxyModel", "build_galaxy", "spiral_arm_knots", "bar_end_radius",
+           "measure_structure", "shape_truth"]
 
 _IREF = LSST_BANDS.index(REFERENCE_BAND)
 
@@ -95,8 +99,19 @@ class GalaxyModel:
         return float(r)
 
 
+def bar_end_radius(spec: GalaxySpec) -> float:
+    """Visible end of the bar along its major axis in the disk plane (arcsec).
+
+    ``BAR_END * bar_length`` (:data:`tilecat.simulate.population.BAR_END`): where the
+    Gaussian bar's major-axis surface brightness is 1/4 of its central value; 0 without
+    a bar.
+    """
+    return float(BAR_END * spec.bar_length) if spec.bar != "none" else 0.0
+
+
 def spiral_arm_knots(r50_disk: float, pitch_deg: float, rng: np.random.Generator,
-                     n_arms: int = 2, per_arm: int = 50) -> np.ndarray:
+                     n_arms: int = 2, per_arm: int = 50, r_in: float | None = None,
+                     theta0: float | None = None) -> np.ndarray:
     """Knot positions, sizes and weights along logarithmic spiral arms (face-on, Z sense).
 
     Parameters
@@ -107,18 +122,28 @@ def spiral_arm_knots(r50_disk: float, pitch_deg: float, rng: np.random.Generator
         Pitch angle (deg); ``b = tan(pitch)``.
     rng : numpy.random.Generator
     n_arms, per_arm : int
+    r_in : float, optional
+        Radius where the arms start (arcsec); at least ``0.5 h`` and at most
+        ``0.6 r_out`` (``r_out = 3.5 h``). None: ``0.5 h``.
+    theta0 : float, optional
+        Position angle (rad, counter-clockwise from +x) of the start of arm 0; arm
+        ``k`` starts at ``theta0 + 2 pi k / n_arms``. None: uniform random. The phase
+        is drawn from ``rng`` either way, so the other knot draws do not depend on it.
 
     Returns
     -------
     ndarray, shape (n_arms * per_arm, 4)
-        Columns x, y (arcsec), sigma (arcsec), weight (sums to 1). The position angle
-        ``theta`` increases with radius: a Z spiral in the module's convention.
+        Columns x, y (arcsec), sigma (arcsec), weight (sums to 1); rows arm by arm, each
+        arm's knots outward (increasing ``t``). The position angle ``theta`` increases
+        with radius: a Z spiral in the module's convention.
     """
     h = r50_disk / 1.678
     b = np.tan(np.radians(pitch_deg))
-    r_in, r_out = 0.5 * h, 3.5 * h
+    r_out = 3.5 * h
+    r_in = 0.5 * h if r_in is None else float(np.clip(r_in, 0.5 * h, 0.6 * r_out))
     t_max = np.log(r_out / r_in) / b
-    theta0 = rng.uniform(0, 2 * np.pi)
+    phase = rng.uniform(0, 2 * np.pi)
+    theta0 = phase if theta0 is None else float(theta0)
     rows = []
     for k in range(n_arms):
         t = np.sort(rng.uniform(0, t_max, per_arm))
@@ -186,7 +211,12 @@ def _single_parts(spec: GalaxySpec, gsparams: Any) -> list:
             # knots per arm grow with the apparent size (pixels ~ 0.25"): small galaxies
             # need few, large ones enough to make a continuous arm
             per_arm = int(np.clip(8 + 3 * spec.r50_disk / 0.25, 8, 50))
-            knots = spiral_arm_knots(spec.r50_disk, spec.pitch, rng, per_arm=per_arm)
+            if spec.arms_from_bar and spec.bar != "none":
+                knots = spiral_arm_knots(spec.r50_disk, spec.pitch, rng, per_arm=per_arm,
+                                         r_in=bar_end_radius(spec),
+                                         theta0=np.radians(spec.bar_angle))
+            else:
+                knots = spiral_arm_knots(spec.r50_disk, spec.pitch, rng, per_arm=per_arm)
             obj = galsim.Add([galsim.Gaussian(sigma=s, flux=w).shift(x, y)
                               for x, y, s, w in knots], gsparams=gsparams)
             obj = _incline(obj, spec.q, spec.phi)

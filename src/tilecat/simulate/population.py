@@ -30,6 +30,28 @@ Light is split into parts, each with a CWW template: ``bulge`` (E), ``disk``
 ``knots`` (Im). The fraction of reference-band (r) flux per part is drawn here; the
 per-band split follows from the templates' colours at the galaxy's redshift
 (:func:`part_fluxes`). Mergers carry a ``companion`` spec.
+
+Bars (``population.bar_model``, an optional key of the settings):
+
+``faint`` (default)
+    The bars of simulator 1.1, kept so that earlier training sets stay reproducible
+    draw for draw: ``bar_fraction`` of the spirals are barred, a strong bar holds 8-15 %
+    and a weak one 3-6 % of the r-band light (at most half of what bulge and arms leave),
+    its half-light semi-major axis is 0.6-1.0 ``r50_disk``, and the spiral arms ignore it.
+    Such bars are hardly visible at ground-based resolution.
+``visible``
+    Bars as seen in barred (SB) galaxies: a strong bar holds 15-30 % and a weak one 7-12 %
+    of the r-band light (bar-to-total; decompositions find 1-40 %, Reese et al. 2007,
+    AJ 133, 2846), taken from the disk (the arms keep their share of what is left); the
+    bar's half-light semi-major axis is 0.45-0.8 (strong) or 0.35-0.6 (weak) ``r50_disk``,
+    kept within 0.3-0.9 ``r50_disk`` and beyond 1.3 bulge half-light radii, so that its
+    visible end (:data:`BAR_END` half-light lengths) lies at ~0.8-1.9 disk scale lengths
+    (bar semi-major axes are 0.2-2.5 scale lengths, Erwin 2005, MNRAS 364, 283); the
+    two spiral arms leave the two bar ends (``arms_from_bar``, see
+    :func:`tilecat.simulate.galaxies.spiral_arm_knots`); and ``0.6 * bar_fraction`` of
+    the lenticulars are barred too (29 % of S0s against 55 % of spirals in SDSS,
+    Aguerri et al. 2009, A&A 495, 491), labelled like barred spirals. Merger members
+    stay unbarred (their label is ``bar = none``).
 """
 
 from __future__ import annotations
@@ -53,12 +75,30 @@ __all__ = [
     "load_empirical_table",
     "cosmos_fits",
     "KINDS",
+    "BAR_MODELS",
+    "BAR_END",
+    "bar_model",
 ]
 
 KINDS: tuple[str, ...] = ("elliptical", "lenticular", "spiral", "edgeon", "irregular", "merger")
 _EARLY = {"elliptical", "lenticular"}
 _IREF = LSST_BANDS.index(REFERENCE_BAND)
 _DISK_TEMPLATES = ("Sbc", "Scd", "Im")
+
+#: Values of ``population.bar_model`` (see the module docstring); the first is the default.
+BAR_MODELS: tuple[str, ...] = ("faint", "visible")
+#: Visible end of a bar (semi-major axis, where the arms start) in units of its
+#: half-light semi-major axis ``bar_length``: the bar is a Sérsic n = 0.5 (Gaussian)
+#: profile, whose major-axis surface brightness there is 1/4 of the centre's.
+BAR_END = float(np.sqrt(2.0))
+#: ``visible`` bars: r-band light fraction (bar-to-total) by strength
+_VISIBLE_BAR_FRAC = {"strong": (0.15, 0.30), "weak": (0.07, 0.12)}
+#: ``visible`` bars: half-light semi-major axis / r50_disk by strength, and its clip range
+_VISIBLE_BAR_LEN = {"strong": (0.45, 0.8), "weak": (0.35, 0.6)}
+_VISIBLE_BAR_LEN_CLIP = (0.3, 0.9)
+_VISIBLE_BAR_OVER_BULGE = 1.3  # bar_length >= this many bulge half-light radii
+_VISIBLE_BAR_MAX_REST = 0.6  # a bar takes at most this fraction of the non-bulge light
+_S0_BAR_RATIO = 0.6  # bar fraction of lenticulars / that of spirals (visible model)
 
 
 @dataclass
@@ -102,6 +142,9 @@ class GalaxySpec:
     bar_q : float
     bar_angle : float
         Bar angle in the disk plane relative to the disk's major axis.
+    arms_from_bar : bool
+        The spiral arms start at the bar ends (``bar_model: visible``); False keeps the
+        arms of simulator 1.1 (inner radius 0.5 disk scale lengths, random phase).
     n_knots : int
     seed : int
         Seed of the GalSim deviate used for knot placement.
@@ -132,6 +175,7 @@ class GalaxySpec:
     bar_length: float = 0.0
     bar_q: float = 1.0
     bar_angle: float = 0.0
+    arms_from_bar: bool = False
     n_knots: int = 0
     seed: int = 0
     companion: "GalaxySpec | None" = None
@@ -281,10 +325,41 @@ def _structure(spec: GalaxySpec, mabs: float, rng: np.random.Generator, cfg: dic
         spec.n_knots = int(rng.integers(8, 40))
 
 
+def bar_model(cfg: dict[str, Any]) -> str:
+    """The settings' ``population.bar_model`` (``faint`` when absent)."""
+    return str(cfg["population"].get("bar_model", BAR_MODELS[0]))
+
+
+def _visible_bar(rng: np.random.Generator, fraction: float, strong_fraction: float,
+                 rest: float) -> tuple[str, float]:
+    """Strength and r-band light fraction of a ``visible`` bar (``none``, 0 if unbarred).
+
+    Parameters
+    ----------
+    fraction, strong_fraction : float
+        Probability of a bar, and of a strong one given a bar.
+    rest : float
+        Light fraction outside the bulge; the bar takes at most
+        ``_VISIBLE_BAR_MAX_REST`` of it.
+    """
+    if rng.random() >= fraction:
+        return "none", 0.0
+    bar = "strong" if rng.random() < strong_fraction else "weak"
+    fb = float(rng.uniform(*_VISIBLE_BAR_FRAC[bar]))
+    return bar, min(fb, _VISIBLE_BAR_MAX_REST * rest)
+
+
 def _parts(kind: str, disk_t: str, rng: np.random.Generator, cfg: dict,
-           bt: float | None = None) -> tuple[dict[str, tuple[str, float]], str]:
-    """Reference-band light fractions of the parts of a galaxy of ``kind``."""
+           bt: float | None = None,
+           allow_bar: bool = True) -> tuple[dict[str, tuple[str, float]], str]:
+    """Reference-band light fractions of the parts of a galaxy of ``kind``.
+
+    ``allow_bar`` False keeps a lenticular unbarred under the ``visible`` bar model
+    (merger members); the ``faint`` model bars spirals only and draws as simulator 1.1.
+    Returns the parts and the bar strength (``strong``, ``weak`` or ``none``).
+    """
     p = cfg["population"]
+    visible = bar_model(cfg) == "visible"
     if kind == "elliptical":
         return {"bulge": ("E", 1.0)}, "none"
     if kind == "irregular":
@@ -301,7 +376,17 @@ def _parts(kind: str, disk_t: str, rng: np.random.Generator, cfg: dict,
     parts = {"bulge": ("E", bt)} if bt > 0.005 else {}
     rest = 1.0 - (bt if bt > 0.005 else 0.0)
     bar = "none"
-    if kind == "spiral":
+    if visible and (kind == "spiral" or (kind == "lenticular" and allow_bar)):
+        frac = p["bar_fraction"] * (1.0 if kind == "spiral" else _S0_BAR_RATIO)
+        bar, fb = _visible_bar(rng, frac, p["strong_bar_fraction"], rest)
+        if kind == "spiral":
+            fa = float(rng.uniform(0.35, 0.55)) * (rest - fb)
+            parts["arms"] = ("Im", fa)
+            rest -= fa
+        if bar != "none":
+            parts["bar"] = ("E", fb)
+            rest -= fb
+    elif kind == "spiral":
         fa = float(rng.uniform(0.35, 0.55)) * rest  # arm-interarm contrast of ~2-4
         parts["arms"] = ("Im", fa)
         rest -= fa
@@ -329,11 +414,15 @@ def _disk_template(kind: str, rng: np.random.Generator, gr: float | None, z: flo
 
 
 def _make(kind: str, pop: str, z: float, mag_r: float, gr: float | None,
-          rng: np.random.Generator, cfg: dict, band_mags: np.ndarray | None) -> GalaxySpec:
-    """One galaxy spec of ``kind`` (not a merger) with total r magnitude ``mag_r``."""
+          rng: np.random.Generator, cfg: dict, band_mags: np.ndarray | None,
+          allow_bar: bool = True) -> GalaxySpec:
+    """One galaxy spec of ``kind`` (not a merger) with total r magnitude ``mag_r``.
+
+    ``allow_bar`` False: no bar even where the bar model would draw one (merger members).
+    """
     kt = ktable()
     disk_t = _disk_template(kind, rng, gr, z)
-    parts, bar = _parts(kind, disk_t, rng, cfg)
+    parts, bar = _parts(kind, disk_t, rng, cfg, allow_bar=allow_bar)
     if band_mags is None:
         mags = mag_r + _mix_colour(parts, z)
     else:
@@ -344,7 +433,17 @@ def _make(kind: str, pop: str, z: float, mag_r: float, gr: float | None,
     spec = GalaxySpec(kind=kind, population=pop, redshift=float(z),
                       flux=mag_to_flux(mags), parts=parts, r50_disk=1.0)
     _structure(spec, mabs, rng, cfg)
-    if bar != "none":
+    if bar != "none" and bar_model(cfg) == "visible":
+        spec.bar = bar
+        lo = max(_VISIBLE_BAR_LEN_CLIP[0] * spec.r50_disk,
+                 _VISIBLE_BAR_OVER_BULGE * spec.r50_bulge)
+        hi = _VISIBLE_BAR_LEN_CLIP[1] * spec.r50_disk
+        length = spec.r50_disk * float(rng.uniform(*_VISIBLE_BAR_LEN[bar]))
+        spec.bar_length = float(np.clip(length, min(lo, hi), hi))
+        spec.bar_q = float(rng.uniform(0.2, 0.32) if bar == "strong" else rng.uniform(0.35, 0.5))
+        spec.bar_angle = float(rng.uniform(0.0, 180.0))
+        spec.arms_from_bar = kind == "spiral"
+    elif bar != "none":
         spec.bar = bar
         spec.bar_length = spec.r50_disk * float(rng.uniform(0.6, 1.0))
         spec.bar_q = float(rng.uniform(0.2, 0.32) if bar == "strong" else rng.uniform(0.35, 0.5))
@@ -362,7 +461,8 @@ def _make_merger(pop: str, z: float, mags: np.ndarray, gr: float | None,
     for dm in (dm_a, dm_b):
         k = "elliptical" if rng.random() < 0.35 else "lenticular"
         m = mags + dm
-        s = _make(k, pop, z, float(m[_IREF]), gr, rng, cfg, m if pop == "empirical" else None)
+        s = _make(k, pop, z, float(m[_IREF]), gr, rng, cfg, m if pop == "empirical" else None,
+                  allow_bar=False)
         specs.append(s)
     a, b = specs
     a.kind = "merger"
@@ -503,7 +603,9 @@ def labels(spec: GalaxySpec | None) -> dict[str, Any]:
     t_class: smooth (ellipticals) | featured (disks, irregulars, mergers) | artifact (stars);
     bulge_size from the reference-band bulge-to-total ratio (none < 0.02 <= small < 0.15 <=
     moderate < 0.4 <= large; asked of every galaxy, meaningful for face-on featured ones);
-    roundness only for smooth galaxies (round q > 0.75, between 0.45 < q <= 0.75, cigar).
+    roundness only for smooth galaxies (round q > 0.75, between 0.45 < q <= 0.75, cigar);
+    bar the drawn bar of spirals and lenticulars (only the ``visible`` bar model bars
+    lenticulars), ``none`` for every other kind.
     """
     if spec is None:
         return dict(t_class="artifact", edge_on=False, spiral_arms=False, spin="none",
@@ -517,7 +619,7 @@ def labels(spec: GalaxySpec | None) -> dict[str, Any]:
         edge_on=spec.kind == "edgeon",
         spiral_arms=spec.kind == "spiral",
         spin=spec.spin if spec.kind == "spiral" else "none",
-        bar=spec.bar if spec.kind == "spiral" else "none",
+        bar=spec.bar if spec.kind in ("spiral", "lenticular") else "none",
         bulge_size=_bulge_size(spec.bulge_to_total),
         merger=spec.kind == "merger",
         roundness=rnd,

@@ -634,6 +634,9 @@ def make_galaxy_stamps(cfg: dict[str, Any], out: str | Path, n: int, seed: int,
                else {}),
             **({"psf_beta_range": cond["psf_beta"]} if heldout and scfg.get(
                 "stamps", {}).get("heldout") else {}),
+            # only when not the default, so that earlier sets keep their attributes
+            **({"bar_model": scfg["population"]["bar_model"]}
+               if scfg["population"].get("bar_model", "faint") != "faint" else {}),
         },
     }
     chunks = {"stamps": (64, len(bands), size, size)}
