@@ -21,7 +21,7 @@ colour cutouts of Galaxy Zoo DECaLS galaxies): theirs compares the reconstructio
 the input cutout, of bright, resolved galaxies (Galaxy Zoo DECaLS: r < 19 and
 petroR90 > 3", most of them SDSS main-sample galaxies, r < 17.77) in display images,
 where the noise is far below the galaxy's dynamic range. The analogue here is the SSIM
-against the *noiseless* stamp on *bright, resolved* galaxies:
+against the *noiseless* stamp on *bright, resolved* galaxies: ``vae_ssim`` =
 ``vae_ssim_morphology_sample`` (the Galaxy-Zoo-like sample, held-out conditions; per r
 magnitude in ``..._by_mag``, r < 17.77 in ``..._r17p77``), ``..._train_conditions``
 (the same selection under the training conditions, as Xu et al. test on the survey
@@ -31,12 +31,13 @@ Two things make the other figures incomparable:
 * against the noisy stamp, even the noiseless truth scores ~0.09 over the full
   held-out set (``data_ssim_noisy_vs_noiseless``): the background noise has no
   structure to reproduce, so the figure measures the noise, not the model;
-* ``vae_ssim`` (all held-out galaxies against the noiseless stamp) is dominated by
+* ``vae_ssim_all_heldout`` (all held-out galaxies against the noiseless stamp; the
+  ``vae_ssim`` of this benchmark until the 2026-12-07 VAE) is dominated by
   sky pixels of small, faint galaxies (median r50 0.33", half at S/N < 10): there the
   reference is exactly 0 and the data range ~1.6, so C1 = (0.016)^2 and a sky offset
   of 0.02 sigma in the reconstruction halves SSIM's luminance term (SSIM was designed
   for images with a positive luminance, not sky-subtracted ones). It is kept for
-  continuity and printed per S/N bin.
+  continuity and printed per S/N bin (``vae_ssim_by_snr``).
 
 Random forest (sklearn, 200 trees) on the 40 latents, predicting each morphology
 question's answer (tilecat.morphology tree, only where the question applies), trained
@@ -52,13 +53,17 @@ Outliers: half of the held-out galaxies are kept as normals, the other half get 
 injected anomaly each (trail or cosmic ray across the galaxy, blend of three, ring,
 lensed arc; tilecat.latent.anomalies), none of which occurs in training. ROC AUC of
 the catalog's ``latent_outlier_score`` (as the latent head computes it), of the
-Mahalanobis distance alone and of ``recon_chi2`` alone, overall and per kind.
+Mahalanobis distance alone, of ``recon_chi2`` alone and of the chi^2 inside the central
+disc alone (``recon_chi2_core``, what the score combines for current cards), overall
+and per kind.
 
     python benchmarks/latent.py [--cache DIR] [--model DIR] [--morph-n N]
 
-The last line is a JSON object: vae_ssim, vae_ssim_bright,
+The last line is a JSON object: vae_ssim (the morphology sample's; None with
+--morph-n 0), vae_ssim_all_heldout, vae_ssim_bright,
 vae_ssim_morphology_sample, rf_latent_accuracy, vae_outlier_auc (of
-latent_outlier_score), vae_outlier_auc_mahalanobis, vae_outlier_auc_chi2 and more.
+latent_outlier_score), vae_outlier_auc_mahalanobis, vae_outlier_auc_chi2,
+vae_outlier_auc_chi2_core and more.
 """
 
 from __future__ import annotations
@@ -153,6 +158,17 @@ def _column(paths: list[Path], name: str) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC of ``score`` for labels ``y``; None if the score is missing (NaN)."""
+    from sklearn.metrics import roc_auc_score
+
+    return None if np.isnan(score).any() else float(roc_auc_score(y, score))
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "photoz"))
@@ -168,7 +184,6 @@ def main() -> None:
 
     import torch
     from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import roc_auc_score
 
     from tilecat.infer.registry import get_head
     from tilecat.latent.anomalies import KINDS, inject
@@ -334,9 +349,11 @@ def main() -> None:
     vis = pool.mag("r") < 22  # blend partners: visible galaxies
     parts = np.array_split(base_idx, len(kinds))
 
-    def scores(e: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scores(e: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         col = head.postprocess(e, lh)["latent_outlier_score"].astype(np.float64)
-        return col, mahalanobis(e["latent"], mean, cov), e["recon_chi2"].astype(np.float64)
+        core = e.get("recon_chi2_core", np.full(len(e["latent"]), np.nan))
+        return (col, mahalanobis(e["latent"], mean, cov), e["recon_chi2"].astype(np.float64),
+                np.asarray(core, np.float64))
 
     norm = scores({k: v[normal] for k, v in enc_h.items()})
     allsc: list[tuple[np.ndarray, ...]] = [norm]
@@ -347,20 +364,21 @@ def main() -> None:
                       kind, seed=7, pool=pool.stamps[vis], pool_sigma=pool.sigma[vis])
         sc = scores(encode(module, anom))
         y = np.r_[np.zeros(len(normal)), np.ones(len(idx))]
-        per_kind[kind] = tuple(float(roc_auc_score(y, np.r_[n_, a_]))
-                               for n_, a_ in zip(norm, sc))
+        per_kind[kind] = tuple(_auc(y, np.r_[n_, a_]) for n_, a_ in zip(norm, sc))
         allsc.append(sc)
         labels.append(np.ones(len(idx)))
     y = np.concatenate(labels)
-    auc_s, auc_m, auc_c = (float(roc_auc_score(y, np.concatenate([s[k] for s in allsc])))
-                           for k in range(3))
+    auc_s, auc_m, auc_c, auc_core = (_auc(y, np.concatenate([s[k] for s in allsc]))
+                                     for k in range(4))
     print(f"\noutlier ROC AUC ({len(normal)} normal, {len(base_idx)} anomalous): "
           f"latent_outlier_score {auc_s:.3f}, Mahalanobis {auc_m:.3f}, recon_chi2 "
-          f"{auc_c:.3f}")
-    for kind, (a_s, a_m, a_c) in per_kind.items():
-        print(f"  {kind:<11s} score {a_s:.3f}  Mahalanobis {a_m:.3f}  chi2 {a_c:.3f}")
+          f"{auc_c:.3f}, recon_chi2_core {_fmt(auc_core)}")
+    for kind, (a_s, a_m, a_c, a_core) in per_kind.items():
+        print(f"  {kind:<11s} score {a_s:.3f}  Mahalanobis {a_m:.3f}  chi2 {a_c:.3f}  "
+              f"chi2_core {_fmt(a_core)}")
     out = {
-        "vae_ssim": float(ss.mean()),
+        "vae_ssim": None if morph is None else float(ss_m.mean()),
+        "vae_ssim_all_heldout": float(ss.mean()),
         "vae_ssim_bright": ss_bright,
         "vae_ssim_r18": ss_r18,
         "vae_ssim_morphology_sample": None if morph is None else float(ss_m.mean()),
@@ -384,7 +402,9 @@ def main() -> None:
         "vae_outlier_auc": auc_s,
         "vae_outlier_auc_mahalanobis": auc_m,
         "vae_outlier_auc_chi2": auc_c,
-        "outlier_auc_per_kind": {k: [round(a, 4) for a in v] for k, v in per_kind.items()},
+        "vae_outlier_auc_chi2_core": auc_core,
+        "outlier_auc_per_kind": {k: [None if a is None else round(a, 4) for a in v]
+                                 for k, v in per_kind.items()},
         "recon_chi2_median": float(np.median(enc_h["recon_chi2"])),
         "n_heldout": len(held),
         "n_morphology_sample": None if morph is None else len(morph),

@@ -14,9 +14,10 @@ from test_photoz_fixtures import BANDS, infer_config, write_cutouts, write_stamp
 from tilecat.errors import InputError  # noqa: E402
 from tilecat.infer import run_infer  # noqa: E402
 from tilecat.latent.anomalies import KINDS, inject  # noqa: E402
-from tilecat.latent.model import build  # noqa: E402
+from tilecat.latent.model import LatentModule, build, core_disc  # noqa: E402
 from tilecat.latent.noise import asinh_variance, chi2_per_pixel, nll_per_stamp  # noqa: E402
 from tilecat.latent.outlier import (  # noqa: E402
+    chi2_score,
     combined_score,
     fit_gaussian,
     fit_standardisation,
@@ -106,7 +107,55 @@ def test_encoding_deterministic_and_batch_invariant():
     assert torch.equal(a["recon_chi2"][:2], c["recon_chi2"])
 
 
+def test_core_chi2_is_the_central_disc_mean():
+    torch.manual_seed(3)
+    vae = build(_card()).vae.eval()
+    disc = core_disc(SIZE, 5.0)
+    # pixel (16, 16) is the centre; radius 5: the 69 pixel centres with dy^2 + dx^2 < 25
+    assert disc[SIZE // 2, SIZE // 2] == 1 and int(disc.sum()) == 69
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    want = ((yy - SIZE // 2) ** 2 + (xx - SIZE // 2) ** 2 < 25).astype(np.float32)
+    np.testing.assert_array_equal(disc.numpy(), want)
+    m = LatentModule(vae, 0.05, "flux", core_radius=5.0).eval()
+    x = torch.randn(3, 4, SIZE, SIZE)
+    with torch.inference_mode():
+        out = m(x)
+        r = vae.decode(vae.encode(x)[0])
+    from tilecat.latent.noise import chi2_map
+
+    c = chi2_map(x, r, 0.05, "flux").numpy()
+    np.testing.assert_allclose(out["recon_chi2"].numpy(), c.reshape(3, -1).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(out["recon_chi2_core"].numpy(),
+                               c[:, :, want > 0].reshape(3, -1).mean(1), rtol=1e-5)
+    # light added outside the disc leaves the core chi^2 alone, inside it raises it
+    y = x.clone()
+    y[:, 1, 0, 0] += 200.0
+    with torch.inference_mode():
+        far = m(y)
+    assert float((far["recon_chi2"] - out["recon_chi2"]).min()) > 0
+    z = x.clone()
+    z[:, 1, SIZE // 2, SIZE // 2 + 2] += 200.0
+    with torch.inference_mode():
+        near = m(z)
+    assert float((near["recon_chi2_core"] - out["recon_chi2_core"]).min()) > 0
+    # a card without a core radius gives no core output (earlier cards)
+    with torch.inference_mode():
+        assert "recon_chi2_core" not in build(_card()).eval()(x)
+
+
 # ---------------------------------------------------------------- outlier score
+def test_chi2_score_by_hand():
+    from scipy.stats import norm
+
+    st = fit_standardisation(np.ones(3), np.exp([0.4, 0.5, 0.6]), core_radius_px=16)
+    assert st["score"] == "chi2_core" and st["chi2_statistic"] == "recon_chi2_core"
+    assert st["core_radius_px"] == 16.0 and st["log_chi2_median"] == pytest.approx(0.5)
+    exact = {"log_chi2_median": 0.5, "log_chi2_sd": 0.2, "score": "chi2_core"}
+    got = chi2_score(np.exp([0.5, 0.5 + 0.6, 0.5 - 0.6, 80.0]), exact)
+    np.testing.assert_allclose(got[:3], -np.log10(norm.sf([0.0, 3.0, -3.0])), rtol=1e-9)
+    assert np.isfinite(got[3]) and got[3] > got[1]
+
+
 def test_mahalanobis_by_hand():
     lat = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
     np.testing.assert_allclose(mahalanobis(lat, np.zeros(2), np.eye(2)), [5.0, 0.0, 1.0])
@@ -238,7 +287,8 @@ def test_engine_writes_latent_columns(tmp_path, model_dir):
         tables.append(pq.read_table(tile_paths(cfg, "t0")["infer"]))
     t = tables[0]
     assert t.equals(tables[1])
-    assert t.column_names == ["object_id", "latent", "latent_outlier_score", "recon_chi2"]
+    assert t.column_names == ["object_id", "latent", "latent_outlier_score",
+                              "latent_mahalanobis", "recon_chi2"]
     assert t.schema.field("latent").type == pa.list_(pa.float32(), 40)
     assert t.schema.field("latent_outlier_score").type == pa.float32()
     assert t.schema.field("recon_chi2").type == pa.float32()
@@ -248,34 +298,40 @@ def test_engine_writes_latent_columns(tmp_path, model_dir):
     want = mahalanobis(lat, np.array(card["latent_distribution"]["mean"]),
                        np.array(card["latent_distribution"]["cov"]))
     np.testing.assert_allclose(t["latent_outlier_score"].to_numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(t["latent_mahalanobis"].to_numpy(), want, rtol=1e-5)
     assert np.all(t["recon_chi2"].to_numpy() > 0)
     # similar() reads infer.parquet directly
     out = similar(tile_paths(cfg, "t0")["infer"], int(ids[3]), k=4)
     assert out["object_id"].to_numpy()[0] == ids[3] and "recon_chi2" in out.column_names
 
 
-def test_head_combined_score_from_card(tmp_path):
-    from tilecat.latent.head import HEAD, SCORE_COMBINED
+@pytest.mark.parametrize("kind", ["combined", "chi2_core"])
+def test_head_score_from_card(tmp_path, kind):
+    from tilecat.latent.head import HEAD, SCORE_DESCRIPTIONS
 
     torch.manual_seed(0)
-    card = {**_card(), "outlier_standardisation": {
-        "log_distance_median": 1.5, "log_distance_sd": 0.3,
-        "log_chi2_median": 0.1, "log_chi2_sd": 0.2}}
+    standard = {"log_distance_median": 1.5, "log_distance_sd": 0.3,
+                "log_chi2_median": 0.1, "log_chi2_sd": 0.2}
+    if kind == "chi2_core":
+        standard.update(score="chi2_core", chi2_statistic="recon_chi2_core", core_radius_px=6.0)
+    card = {**_card(), "outlier_standardisation": standard}
     card["arch"] = {**ARCH, "likelihood": "flux"}
     save_model(build(card), card, tmp_path / "m")
     lh = HEAD.load({"infer": {"model_dirs": {"latent": str(tmp_path / "m")}}},
                    torch.device("cpu"))
     assert lh.module.likelihood == "flux"
     assert [c.description for c in lh.columns if c.name == "latent_outlier_score"] == [
-        SCORE_COMBINED]
+        SCORE_DESCRIPTIONS[kind]]
     x = torch.randn(5, 4, SIZE, SIZE)
     with torch.inference_mode():
         raw = {k: v.numpy() for k, v in lh.module(x).items()}
+    assert ("recon_chi2_core" in raw) == (kind == "chi2_core")
     out = HEAD.postprocess(raw, lh)
     d = mahalanobis(raw["latent"], lh.extra["mean"], lh.extra["cov"])
-    np.testing.assert_allclose(out["latent_outlier_score"],
-                               combined_score(d, raw["recon_chi2"],
-                                              card["outlier_standardisation"]), rtol=1e-6)
+    want = (combined_score(d, raw["recon_chi2"], standard) if kind == "combined"
+            else chi2_score(raw["recon_chi2_core"], standard))
+    np.testing.assert_allclose(out["latent_outlier_score"], want, rtol=1e-6)
+    np.testing.assert_allclose(out["latent_mahalanobis"], d, rtol=1e-6)
     assert out["latent_outlier_score"].dtype == np.float32
 
 
@@ -292,6 +348,8 @@ def test_train_vae_smoke(tmp_path):
     m = card["evaluation"]["metrics"]
     assert -1 <= m["ssim_vs_noisy_mean"] <= 1 and m["recon_chi2_median"] > 0
     assert set(card["outlier_standardisation"]) >= {"log_distance_median", "log_chi2_sd"}
+    assert card["outlier_standardisation"]["score"] == "chi2_core"
+    assert card["outlier_standardisation"]["core_radius_px"] == 16.0
     assert card["arch"]["likelihood"] == "flux" and len(card["kl_per_latent_validation"]) == 40
     module, _ = load_model(tmp_path / "m", build)
     assert module.vae.n_latent == 40 and module.likelihood == "flux"

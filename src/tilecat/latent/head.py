@@ -1,12 +1,15 @@
 """The ``latent`` inference head: VAE posterior means, outlier score, reconstruction chi^2.
 
 Columns (DESIGN.md §4): ``latent`` (fixed_size_list<float32, 40>, posterior means,
-deterministic), ``latent_outlier_score`` (``-log10`` of the Fisher-combined tail
-probability of the Mahalanobis distance to the training latents and of the
-reconstruction chi^2, both standardised against the training galaxies:
-:func:`tilecat.latent.outlier.combined_score`; for a card without
-``outlier_standardisation``, the Mahalanobis distance itself), ``recon_chi2``
-(reconstruction chi^2 per pixel, noise model of :mod:`tilecat.latent.noise`).
+deterministic); ``latent_outlier_score``: for current cards ``-log10`` of the
+one-sided tail probability of the reconstruction chi^2 per pixel inside the central
+disc the card names (``recon_chi2_core``), standardised against the training galaxies
+(:func:`tilecat.latent.outlier.chi2_score`; the module docstring of
+:mod:`tilecat.latent.outlier` gives the measurements behind the choice); for earlier
+cards the Fisher combination with the Mahalanobis distance, or the distance itself;
+``latent_mahalanobis`` (Mahalanobis distance of the latent to the training latents);
+``recon_chi2`` (reconstruction chi^2 per pixel over the whole stamp, noise model of
+:mod:`tilecat.latent.noise`).
 """
 
 from __future__ import annotations
@@ -17,26 +20,43 @@ from typing import Any
 import numpy as np
 
 from ..infer.heads import Column, Head, LoadedHead, RawOutput, model_location
-from .outlier import combined_score, gaussian_from_card, mahalanobis
+from .outlier import chi2_statistic, gaussian_from_card, mahalanobis, outlier_score
 
-__all__ = ["LatentHead", "HEAD", "columns"]
-
-
-#: ``latent_outlier_score`` descriptions: combined score / legacy Mahalanobis distance
-SCORE_COMBINED = ("-log10 of the Fisher-combined one-sided tail probability of log "
-                  "Mahalanobis distance (latent vs training latents) and log recon_chi2, "
-                  "each standardised by the training galaxies' median and 1.4826 MAD")
-SCORE_MAHALANOBIS = ("Mahalanobis distance of the latent to the training-set latent "
-                     "distribution")
+__all__ = ["LatentHead", "HEAD", "SCORE_DESCRIPTIONS", "columns", "score_kind"]
 
 
-def columns(n_latent: int, combined: bool = True) -> tuple[Column, ...]:
-    """The head's columns for ``n_latent`` latents (``combined``: the combined score)."""
+#: ``latent_outlier_score`` descriptions, by the card's score kind
+SCORE_DESCRIPTIONS = {
+    "chi2_core": ("-log10 of the one-sided tail probability of the log reconstruction "
+                  "chi^2 per pixel inside the central disc the model card names "
+                  "(outlier_standardisation.core_radius_px), standardised by the training "
+                  "galaxies' median and 1.4826 MAD"),
+    "combined": ("-log10 of the Fisher-combined one-sided tail probability of log "
+                 "Mahalanobis distance (latent vs training latents) and log reconstruction "
+                 "chi^2 per pixel, each standardised by the training galaxies' median and "
+                 "1.4826 MAD"),
+    "mahalanobis": ("Mahalanobis distance of the latent to the training-set latent "
+                    "distribution"),
+}
+
+
+def score_kind(standard: Mapping[str, Any] | None) -> str:
+    """A card's score kind (:data:`SCORE_DESCRIPTIONS` key) from its
+    ``outlier_standardisation``."""
+    if standard is None:
+        return "mahalanobis"
+    return "chi2_core" if standard.get("score") == "chi2_core" else "combined"
+
+
+def columns(n_latent: int, kind: str = "chi2_core") -> tuple[Column, ...]:
+    """The head's columns for ``n_latent`` latents and a score ``kind``."""
     return (
         Column("latent", f"fixed_size_list<float32,{int(n_latent)}>", "",
                f"VAE posterior means of the {int(n_latent)} latent variables"),
-        Column("latent_outlier_score", "float32", "",
-               SCORE_COMBINED if combined else SCORE_MAHALANOBIS),
+        Column("latent_outlier_score", "float32", "", SCORE_DESCRIPTIONS[kind]),
+        Column("latent_mahalanobis", "float32", "",
+               "Mahalanobis distance of the latent to the training-set latent distribution "
+               "(mean and covariance in the model card)"),
         Column("recon_chi2", "float32", "",
                "VAE reconstruction chi^2 per pixel (background noise + 5% flux floor)"),
     )
@@ -65,19 +85,19 @@ class LatentHead(Head):
         mean, cov = gaussian_from_card(card["latent_distribution"])
         standard = card.get("outlier_standardisation")
         return LoadedHead(module=module, card=card,
-                          columns=columns(len(mean), standard is not None),
+                          columns=columns(len(mean), score_kind(standard)),
                           extra={"mean": mean, "cov": cov, "standard": standard})
 
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
         assert isinstance(raw, dict)
         lat = np.asarray(raw["latent"], np.float32)
         chi2 = np.asarray(raw["recon_chi2"], np.float32)
-        score = mahalanobis(lat, loaded.extra["mean"], loaded.extra["cov"])
+        dist = mahalanobis(lat, loaded.extra["mean"], loaded.extra["cov"])
         standard = loaded.extra.get("standard")
-        if standard is not None:
-            score = combined_score(score, chi2, standard)
+        stat = chi2 if standard is None else np.asarray(raw[chi2_statistic(standard)])
+        score = outlier_score(dist, stat, standard)
         return {"latent": lat, "latent_outlier_score": score.astype(np.float32),
-                "recon_chi2": chi2}
+                "latent_mahalanobis": dist.astype(np.float32), "recon_chi2": chi2}
 
     def output_index(self, loaded: LoadedHead, answer: str) -> int:
         from ..errors import ModelError

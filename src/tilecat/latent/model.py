@@ -9,7 +9,9 @@ output activation). Fully-connected layers are
 the batch size.
 
 :class:`LatentModule` is the inference module: stamps -> ``{"latent": posterior
-means (N, n_latent), "recon_chi2": (N,)}`` (deterministic: no sampling).
+means (N, n_latent), "recon_chi2": (N,)}`` and, for a card whose outlier score uses it,
+``"recon_chi2_core": (N,)`` (the chi^2 per pixel inside a central disc; deterministic:
+no sampling).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from torch import nn
 
 from ..infer.layers import BatchInvariantLinear
 from ..morphology.net import ConvBNReLU
-from .noise import EPS, LIKELIHOODS, chi2_per_pixel, nll_per_stamp
+from .noise import EPS, LIKELIHOODS, chi2_map, nll_per_stamp
 
-__all__ = ["DEFAULT_ARCH", "LEGACY_LIKELIHOOD", "ConvVAE", "LatentModule", "build",
-           "card_arch", "elbo_terms", "kl_per_dim"]
+__all__ = ["DEFAULT_ARCH", "LEGACY_LIKELIHOOD", "CORE_RADIUS_PX", "ConvVAE", "LatentModule",
+           "build", "card_arch", "core_disc", "elbo_terms", "kl_per_dim"]
 
 #: default hyperparameters (stored in each model card)
 DEFAULT_ARCH: dict[str, Any] = {
@@ -38,6 +40,18 @@ DEFAULT_ARCH: dict[str, Any] = {
 
 #: likelihood of a card whose ``arch`` has no ``likelihood`` key (the first model)
 LEGACY_LIKELIHOOD = "asinh"
+
+#: radius (pixels) of the central disc of ``recon_chi2_core`` (a quarter of a 64-pixel
+#: stamp, 4.2" at 0.262"/pixel: the galaxy, not its neighbours at the stamp edges)
+CORE_RADIUS_PX = 16.0
+
+
+def core_disc(size: int, radius: float) -> torch.Tensor:
+    """Float mask ``(size, size)``: 1 where the pixel centre lies within ``radius`` pixels
+    of the stamp centre (pixel ``size // 2``, where cutouts put the object), else 0."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    r2 = (yy - size // 2).double() ** 2 + (xx - size // 2).double() ** 2
+    return (r2 < float(radius) ** 2).float()
 
 
 class _Up(nn.Module):
@@ -124,23 +138,42 @@ def elbo_terms(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: t
 
 
 class LatentModule(nn.Module):
-    """Inference: stamps -> posterior means and reconstruction chi^2 per pixel."""
+    """Inference: stamps -> posterior means and reconstruction chi^2 per pixel.
+
+    Parameters
+    ----------
+    vae : ConvVAE
+    eps : float
+        Fractional flux floor of the noise model.
+    likelihood : str
+        Noise model of the chi^2 (:data:`tilecat.latent.noise.LIKELIHOODS`).
+    core_radius : float, optional
+        If given (pixels), also return ``recon_chi2_core``: the chi^2 per pixel over
+        every band inside the central disc of this radius (:func:`core_disc`).
+    """
 
     def __init__(self, vae: ConvVAE, eps: float = EPS,
-                 likelihood: str = LEGACY_LIKELIHOOD) -> None:
+                 likelihood: str = LEGACY_LIKELIHOOD,
+                 core_radius: float | None = None) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; known: {LIKELIHOODS}")
         self.vae = vae
         self.eps = float(eps)
         self.likelihood = likelihood
+        self.core_radius = None if core_radius is None else float(core_radius)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.float()
         mu, _ = self.vae.encode(x)
         recon = self.vae.decode(mu)
-        return {"latent": mu,
-                "recon_chi2": chi2_per_pixel(x, recon, self.eps, self.likelihood)}
+        c = chi2_map(x, recon, self.eps, self.likelihood)
+        out = {"latent": mu, "recon_chi2": c.flatten(1).mean(dim=1)}
+        if self.core_radius is not None:
+            disc = core_disc(int(x.shape[-1]), self.core_radius).to(c.device)
+            out["recon_chi2_core"] = ((c * disc).flatten(1).sum(dim=1)
+                                      / (disc.sum() * c.shape[1]))
+        return out
 
 
 def card_arch(card: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +184,11 @@ def card_arch(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(card: dict[str, Any]) -> LatentModule:
-    """The (untrained) inference module described by a model card."""
+    """The (untrained) inference module described by a model card (with
+    ``recon_chi2_core`` when the card's ``outlier_standardisation`` has a
+    ``core_radius_px``)."""
     arch = card_arch(card)
     vae = ConvVAE(len(card["input"]["bands"]), int(card["input"]["stamp_size"]), arch)
-    return LatentModule(vae, float(arch["eps"]), str(arch["likelihood"]))
+    core = (card.get("outlier_standardisation") or {}).get("core_radius_px")
+    return LatentModule(vae, float(arch["eps"]), str(arch["likelihood"]),
+                        None if core is None else float(core))

@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["EPS", "LIKELIHOODS", "LOSSES", "MAX_ASINH", "asinh_variance", "flux_variance",
-           "nll_per_stamp", "chi2_per_pixel"]
+           "nll_per_stamp", "chi2_map", "chi2_per_pixel"]
 
 #: fractional flux-noise floor
 EPS = 0.05
@@ -111,12 +111,19 @@ def _chi2_map(x: torch.Tensor, recon: torch.Tensor, eps: float, likelihood: str,
     return (s - m) ** 2 / flux_variance(m, eps, s if train else None)
 
 
-def chi2_per_pixel(x: torch.Tensor, recon: torch.Tensor, eps: float = EPS,
-                   likelihood: str = "asinh") -> torch.Tensor:
-    """Reconstruction chi^2 per pixel of each stamp: ``(N, B, S, S)`` -> ``(N,)``.
+def chi2_map(x: torch.Tensor, recon: torch.Tensor, eps: float = EPS,
+             likelihood: str = "asinh") -> torch.Tensor:
+    """Reconstruction chi^2 of every pixel: ``(N, B, S, S)`` -> ``(N, B, S, S)``.
 
     ``likelihood`` selects the noise model (module docstring); the default is the
     first shipped model's, ``"asinh"``, for cards without ``arch.likelihood``.
     """
     _check(likelihood)
-    return _chi2_map(x, recon, eps, likelihood).flatten(1).mean(dim=1)
+    return _chi2_map(x, recon, eps, likelihood)
+
+
+def chi2_per_pixel(x: torch.Tensor, recon: torch.Tensor, eps: float = EPS,
+                   likelihood: str = "asinh") -> torch.Tensor:
+    """Reconstruction chi^2 per pixel of each stamp: ``(N, B, S, S)`` -> ``(N,)``
+    (the mean of :func:`chi2_map` over bands and pixels)."""
+    return chi2_map(x, recon, eps, likelihood).flatten(1).mean(dim=1)

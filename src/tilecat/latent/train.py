@@ -38,18 +38,19 @@ def load_galaxies(paths: str | Path | Sequence[str | Path], limit: int | None = 
 
 
 def encode(module: Any, stamps: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Run a :class:`~tilecat.latent.model.LatentModule`: ``latent`` (N, D), ``recon_chi2`` (N,)."""
+    """Run a :class:`~tilecat.latent.model.LatentModule`: ``latent`` (N, D), ``recon_chi2`` (N,)
+    and, if the module has a core radius, ``recon_chi2_core`` (N,)."""
     import torch
 
     module.eval()
-    parts: dict[str, list[np.ndarray]] = {"latent": [], "recon_chi2": []}
+    parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for i in range(0, len(stamps), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(stamps[i:i + batch_size])).contiguous(
                 memory_format=torch.channels_last)
             out = module(x)
-            for k in parts:
-                parts[k].append(out[k].float().numpy())
+            for k, v in out.items():
+                parts.setdefault(k, []).append(v.float().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -105,6 +106,7 @@ def train_vae(
     time_limit: float | None = None,
     stop_after: int | None = None,
     loss: str | None = None,
+    core_radius: float | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the VAE and write ``weights.safetensors`` + ``card.json``.
@@ -144,6 +146,9 @@ def train_vae(
     loss : str, optional
         Training loss (:data:`tilecat.latent.noise.LOSSES`); default: the
         architecture's ``likelihood``.
+    core_radius : float, optional
+        Radius (pixels) of the central disc whose chi^2 the outlier score uses
+        (default :data:`tilecat.latent.model.CORE_RADIUS_PX`).
     log : callable
 
     Returns
@@ -155,7 +160,8 @@ def train_vae(
 
     from ..models import save_model
     from ..morphology.fit import d4
-    from .model import DEFAULT_ARCH, ConvVAE, LatentModule, card_arch, elbo_terms, kl_per_dim
+    from .model import (CORE_RADIUS_PX, DEFAULT_ARCH, ConvVAE, LatentModule, card_arch,
+                        elbo_terms, kl_per_dim)
     from .outlier import fit_gaussian, fit_standardisation, gaussian_to_card
     from .ssim import ssim_stamps
 
@@ -231,12 +237,14 @@ def train_vae(
             break
     vae.load_state_dict(best_state)
     vae.eval()
-    module = LatentModule(vae, eps, likelihood).eval()
+    core = CORE_RADIUS_PX if core_radius is None else float(core_radius)
+    module = LatentModule(vae, eps, likelihood, core).eval()
     enc = encode(module, data.stamps[tr])
     mean, cov = fit_gaussian(enc["latent"])
     from .outlier import combined_score, mahalanobis
 
-    standard = fit_standardisation(mahalanobis(enc["latent"], mean, cov), enc["recon_chi2"])
+    standard = fit_standardisation(mahalanobis(enc["latent"], mean, cov),
+                                   enc["recon_chi2_core"], core)
     with torch.inference_mode():
         kl_dim = np.concatenate([
             kl_per_dim(*vae.encode(torch.from_numpy(data.stamps[va][i:i + 256]))).numpy()
@@ -264,7 +272,7 @@ def train_vae(
         "recon_chi2_median": float(np.median(ev_enc["recon_chi2"])),
         "mahalanobis_median": float(np.median(mahalanobis(ev_enc["latent"], mean, cov))),
         "outlier_score_median": float(np.median(combined_score(
-            mahalanobis(ev_enc["latent"], mean, cov), ev_enc["recon_chi2"], standard))),
+            mahalanobis(ev_enc["latent"], mean, cov), ev_enc["recon_chi2_core"], standard))),
     }
     log(f"{ev_name}: SSIM vs noisy {metrics['ssim_vs_noisy_mean']:.3f}, median chi2/pixel "
         f"{metrics['recon_chi2_median']:.3f}")
@@ -295,11 +303,12 @@ def train_vae(
         "outlier_standardisation": {
             **standard,
             "kind": "median and robust sd (1.4826 MAD) of log Mahalanobis distance and of "
-                    "log recon_chi2 over the training galaxies (tilecat.latent.outlier)"},
+                    f"log recon_chi2_core (chi^2 per pixel within {core:g} pixels of the "
+                    "stamp centre) over the training galaxies (tilecat.latent.outlier)"},
         "kl_per_latent_validation": [round(float(v), 3) for v in kl_dim],
         "outputs": "latent (posterior means), latent_outlier_score (-log10 of the Fisher-"
                    "combined tail probability of the standardised Mahalanobis distance and "
-                   "recon_chi2), recon_chi2",
+                   "recon_chi2_core), recon_chi2",
         "training": {
             "data": {"path": ([Path(p).name for p in train]
                               if isinstance(train, (list, tuple)) else Path(train).name),
