@@ -46,16 +46,32 @@ shifted). 0.01 is the conventional strict level: the cost of a false detection (
 noise applied to a good catalog) is paid by every object, that of a miss only by
 surveys with a small shift.
 
+Calibration method (``--method temperature,bcts,isotonic``): the morphology
+``recalibrated`` and ``transfer`` variants are run once per class calibration method
+(``tilecat calibrate --method``; default ``bcts``, the card default and the method of the
+shipped card). Every morphology survey is also aggregated *ungated* (EM on every
+question, whatever the card's self-/transfer tests and the shift test say), and a table
+per question and answer prints the true fraction, the prior the catalog uses, the ungated
+EM estimate, their relative errors, the EM error over its statistical error and both
+runs' shift tests; a closing table compares the variants (worst relative error on the
+shifted survey, questions with a significant shift on the training-mix survey). With the
+trained morphology model (8000-object surveys) BCTS is the only method without false
+detections on the training-mix survey apart from roundness, whose detection comes from
+the tree weights (objects of other branches weighted by P(t = smooth) bring the roundness
+head's "cigar" outputs), not from the roundness map.
+
     python benchmarks/priors.py [--tiles 20 --per-tile 5000] [--no-real] [--n-survey 16000]
         [--morph-n-survey 8000] [--morph-sim-config config/stamps/morphology.yaml]
-        [--shift-test-alpha 0.01]
+        [--shift-test-alpha 0.01] [--method bcts] [--models morphology,photoz]
 
 The last line is a JSON object: ece_raw, ece_cal, ece_post, prior_max_rel_err,
 pit_ks_raw, pit_ks_post, nz_ks_raw, nz_ks_post (synthetic, shifted survey), the
 training-mix checks (trainmix_*), and the trained models' figures (model_*, with
 model_morph_card_* for the shipped calibration and model_morph_transfer_* for the
 transfer-tested one; null when a model is not shipped), the photo-z model's
-training-mix figures (model_trainmix_*) and the shift tests' p-values (*_shift_p).
+training-mix figures (model_trainmix_*), the shift tests' p-values (*_shift_p) and, per
+morphology variant (``morph_variants``), the worst relative errors of the priors used and
+of ungated EM and the ungated shift tests' p-values on both surveys.
 """
 
 from __future__ import annotations
@@ -75,12 +91,14 @@ import pyarrow.parquet as pq
 from tilecat.aggregate import run_aggregate
 from tilecat.atomic import atomic_path
 from tilecat.calibrate import run_calibrate
+from tilecat.calibrate.fit import METHODS
 from tilecat.calibrate.groups import group_values
 from tilecat.config import load_config
 from tilecat.morphology.labels import encode
-from tilecat.morphology.tree import QUESTIONS
+from tilecat.morphology.tree import QUESTIONS, question
 from tilecat.photoz.grid import DEFAULT_GRID, ZGrid
 from tilecat.priors import synthetic as syn
+from tilecat.priors.em import SHIFT_TEST_ALPHA
 from tilecat.priors.simsurvey import write_survey, write_synthetic_survey
 from tilecat.priors.uncertainty import prior_standard_errors
 from tilecat.qa.scores import (catalog_groups, morphology_scores, nz_distances, photoz_scores,
@@ -188,6 +206,96 @@ def _print_eval(title: str, ev: dict[str, Any]) -> None:
               + f"; EM N(z) vs true {ev['nz_ks_prior']:.4f}")
 
 
+#: class calibration methods the trained morphology model can be recalibrated with (``--method``)
+CLASS_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in ("pit", "bcts+pit"))
+#: aggregate settings of the "ungated" run: EM on every question, whatever the card's
+#: self-/transfer tests and the shift test say (its estimate and test are then printed
+#: for every question, also those the catalog keeps at P_T)
+UNGATED: dict[str, Any] = {"shift_test_alpha": 0.0, "em_require_self_test": False}
+
+
+def _rel(est: float, true: float) -> float:
+    return (est - true) / true if true > 0 else float("nan")
+
+
+def _print_classes(ev: dict[str, Any], ungated: dict[str, Any] | None, alpha: float) -> None:
+    """Per question and answer: true fraction, the prior the catalog uses and, from the
+    ``ungated`` run (EM on every question), the EM estimate, both relative errors, the
+    EM error over its statistical error (z) and the shift test of each run (``*``: p <
+    ``alpha``)."""
+    print("  per class (used: prior of the catalog = EM if estimated and not gated, else P_T; "
+          "EM: ungated run, every question by EM; rel = (est - true) / true; "
+          "'<1%': not scored by the target)")
+    for q, true in ev["true"].items():
+        src = ev["source"].get(q, "?")
+        t = ev["shift_tests"].get(q)
+        gated = (f"test LR {t['statistic']:.2f} dof {t['dof']} p {t['p_value']:.2g}"
+                 if t else "no test (not estimated)")
+        line = f"  {q:11s} used: {src.split(' (')[0]}; {gated}"
+        z_rows: dict[int, float] = {}
+        if ungated is not None:
+            tu = ungated["shift_tests"].get(q)
+            if tu:
+                flag = " *" if tu["p_value"] < alpha else ""
+                line += f" | ungated EM: LR {tu['statistic']:.2f} p {tu['p_value']:.2g}{flag}"
+            z_rows = {int(v[0]): v[1] for v in ungated.get("em_z", {}).get(q, [])}
+        print(line)
+        for k, tr in enumerate(true):
+            used = ev["used"][q][k]
+            row = (f"      {question(q).answers[k]:9s} true {tr:.4f}  P_T {ev['train'][q][k]:.4f}"
+                   f"  used {used:.4f} ({_rel(used, tr):+.3f})")
+            if ungated is not None:
+                em = ungated["used"][q][k]
+                z = z_rows.get(k)
+                row += f"  EM {em:.4f} ({_rel(em, tr):+.3f}" + (
+                    f", z {z:+.1f})" if z is not None else ")")
+            print(row + ("  <1%" if tr < 0.01 else ""))
+
+
+def _class_summary(ev: dict[str, Any], ungated: dict[str, Any] | None,
+                   alpha: float) -> dict[str, Any]:
+    """Compact per-variant figures: worst relative error (answers >= 1%) of the priors used
+    and of the ungated EM, and the ungated shift tests' p-values per question."""
+    def worst(used: dict[str, Any]) -> tuple[float | None, str | None]:
+        best: tuple[float | None, str | None] = (None, None)
+        for q, true in ev["true"].items():
+            for k, tr in enumerate(true):
+                if tr >= 0.01:
+                    r = abs(_rel(used[q][k], tr))
+                    if best[0] is None or r > best[0]:
+                        best = (r, f"{q}/{question(q).answers[k]}")
+        return best
+
+    out: dict[str, Any] = {}
+    out["max_rel_err"], out["worst"] = worst(ev["used"])
+    if ungated is not None:
+        out["em_max_rel_err"], out["em_worst"] = worst(ungated["used"])
+        out["em_shift_p"] = {q: float(f"{t['p_value']:.3g}")
+                             for q, t in ungated["shift_tests"].items()}
+        out["em_significant"] = sorted(q for q, p in out["em_shift_p"].items() if p < alpha)
+    for k in ("max_rel_err", "em_max_rel_err"):
+        if out.get(k) is not None:
+            out[k] = round(float(out[k]), 4)
+    return out
+
+
+def _print_method_summary(res: dict[str, Any], alpha: float) -> None:
+    """One line per morphology variant: training-mix false detections and shifted errors."""
+    print(f"\n--- morphology: calibration variants compared (shift test level {alpha:g}; "
+          "'EM' = ungated run, every question by EM; errors over answers >= 1%)")
+    print(f"  {'variant':25s} {'method':12s} {'shifted: worst used':30s} "
+          f"{'worst ungated EM':30s} training mix: p < alpha (ungated EM)")
+    for key, v in res.items():
+        if not key.endswith(" summary"):
+            continue
+        t, s = v["training mix"], v["shifted"]
+        sig = ", ".join(f"{q} {t['em_shift_p'][q]:.2g}" for q in t.get("em_significant", []))
+        used = f"{s['max_rel_err']:.3f} {s['worst']}"
+        em = f"{s.get('em_max_rel_err', float('nan')):.3f} {s.get('em_worst') or '-'}"
+        print(f"  {key[len('morphology '):-len(' summary')]:25s} {v['method']:12s} "
+              f"{used:30s} {em:30s} {sig or 'none'}")
+
+
 def synthetic_part(work: Path, tiles: int, per_tile: int, seed: int,
                    config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Part A: both surveys (``config``: sections merged over the defaults); returns their
@@ -278,8 +386,10 @@ def _violation(shifted: dict[str, Any], trainmix: dict[str, Any]) -> dict[str, f
 
 
 def _print_self_tests(card: dict[str, Any], title: str) -> None:
-    print(f"\n  --- {title}")
-    metrics = (card.get("calibration") or {}).get("metrics") or {}
+    section = card.get("calibration") or {}
+    print(f"\n  --- {title} (class calibration method of the card: "
+          f"{section.get('method', 'none')})")
+    metrics = section.get("metrics") or {}
     for key in ("em_self_test", "em_transfer_test"):
         tests = {q: m[key] for q, m in metrics.items() if key in m}
         if tests:
@@ -292,7 +402,8 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
               configs: dict[str, str | None], workers: int = 2,
               aggregate: dict[str, Any] | None = None,
               models: tuple[str, ...] = ("morphology", "photoz"),
-              pdf_method: str = "bcts+pit") -> dict[str, Any]:
+              pdf_method: str = "bcts+pit",
+              methods: tuple[str, ...] = ("bcts",)) -> dict[str, Any]:
     """Part B with whatever trained models are shipped.
 
     Parameters
@@ -306,6 +417,12 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
         Photo-z PDF map of the recalibration (``tilecat calibrate --pdf-method``).
     models : tuple of str
         The trained models to run.
+    methods : tuple of str
+        Class calibration methods (``tilecat calibrate --method``) of the morphology
+        ``recalibrated`` and ``transfer`` variants, one variant each (``bcts``: the plain
+        names, others ``recalibrated-<method>``, ``transfer-<method>``). Every
+        morphology survey is also aggregated "ungated" (:data:`UNGATED`) to print the
+        EM estimate and shift test of every question.
     """
     from tilecat.calibrate.stampsets import cached_stamp_set, shipped_models_with_stamps
     from tilecat.models import load_card
@@ -329,22 +446,34 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
         if model == "photoz":
             meta = {b"tilecat.z_grid": json.dumps(card["z_grid"]).encode()}
         # variant -> (labelled set to calibrate a copy on, check set of the EM transfer
-        # test, description); None: the shipped card as it is
-        variants: dict[str, Any] = {
-            "recalibrated": (lab, None, "recalibrated on the held-out labelled set")}
-        if model == "morphology":
-            if (card.get("calibration") or {}).get("groups"):
+        # test, description, class calibration method); None: the shipped card as it is
+        morph = model == "morphology"
+        variants: dict[str, Any] = {}
+        for m in (methods if morph else ("bcts",)):
+            tag = "" if m == "bcts" else f"-{m}"
+            variants[f"recalibrated{tag}"] = (
+                lab, None, f"recalibrated ({m}) on the held-out labelled set", m)
+        if morph:
+            section = card.get("calibration") or {}
+            if section.get("groups"):
                 # the shipped card: calibration fitted on another labelled set (training
                 # conditions), applied to the held-out survey
-                variants["card"] = (None, None, "the shipped card's calibration")
+                variants["card"] = (None, None, "the shipped card's calibration",
+                                    section.get("method", "none"))
             # as the card, refitted here on a labelled set in training conditions, with
             # the EM transfer test on the held-out labelled set
             train_set = cached_stamp_set(cache, "calib-cal", cfg, seed, n_cal, heldout=False,
                                          workers=workers)
-            variants["transfer"] = (_outputs(model, src, train_set, cache), lab,
-                                    "calibrated on training conditions + EM transfer test "
-                                    "on the held-out labelled set")
-        for variant, (fit_on, check, what) in variants.items():
+            train_out = _outputs(model, src, train_set, cache)
+            for m in methods:
+                tag = "" if m == "bcts" else f"-{m}"
+                variants[f"transfer{tag}"] = (
+                    train_out, lab, f"calibrated ({m}) on training conditions + EM transfer "
+                                    "test on the held-out labelled set", m)
+        # level at which the printed tables flag a significant shift (the gating level of
+        # the surveys, or the default when they run ungated)
+        alpha = float((aggregate or {}).get("shift_test_alpha") or SHIFT_TEST_ALPHA)
+        for variant, (fit_on, check, what, method) in variants.items():
             if fit_on is None:
                 mdir = src
             else:
@@ -358,23 +487,33 @@ def real_part(work: Path, cache: Path, n_cal: int, n_survey: dict[str, int], see
                     pq.write_table(check.replace_schema_metadata(meta), check_path)
                 # photo-z: the PDF map of --pdf-method (default the card default,
                 # BCTS + PIT map)
-                run_calibrate(mdir, labelled, pdf_method=pdf_method, check=check_path,
-                              log=lambda msg: None)
+                run_calibrate(mdir, labelled, method=method, pdf_method=pdf_method,
+                              check=check_path, log=lambda msg: None)
             used_card = load_card(mdir)
             _print_self_tests(used_card, what)
+            summary: dict[str, Any] = {"method": method}
             for name, tab in (("shifted", shifted), ("training mix", survey)):
                 root = work / f"{model}-{variant}-{name.replace(' ', '_')}"
                 ev = _aggregate(root, model, mdir, used_card, tab,
                                 {"aggregate": dict(aggregate)} if aggregate else None)
                 _print_eval(f"trained {model} model, {what}, {name} survey", ev)
                 res[f"{model} {variant} {name}"] = ev
-            if model == "morphology":
+                if morph:
+                    ungated = _aggregate(root.with_name(root.name + "-ungated"), model, mdir,
+                                         used_card, tab,
+                                         {"aggregate": {**(aggregate or {}), **UNGATED}})
+                    _print_classes(ev, ungated, alpha)
+                    summary[name] = _class_summary(ev, ungated, alpha)
+            if morph:
+                res[f"{model} {variant} summary"] = summary
                 v = _violation(res[f"{model} {variant} shifted"],
                                res[f"{model} {variant} training mix"])
                 res[f"{model} {variant} violation"] = v
                 print("  label shift check: largest change of E[p_cal | true class] from the "
                       "training-mix to the shifted survey: " + ", ".join(
                           f"{q} {d:.3f}" for q, d in v.items()))
+        if morph:
+            _print_method_summary(res, alpha)
     return res
 
 
@@ -409,11 +548,21 @@ def main() -> None:
                         "config default)")
     p.add_argument("--pdf-method", default="bcts+pit", choices=["bcts+pit", "pit", "temperature"],
                    help="photo-z PDF map of the recalibration (default: %(default)s)")
+    p.add_argument("--method", default="bcts",
+                   help="class calibration method(s) of the morphology 'recalibrated' and "
+                        "'transfer' variants, comma-separated, one variant each (tilecat "
+                        f"calibrate --method; known: {', '.join(CLASS_METHODS)}; default: "
+                        "%(default)s, the card default)")
     p.add_argument("--shift-test-alpha", type=float, default=None,
                    help="aggregate.shift_test_alpha of every survey (default: the config "
                         "default; 0: EM estimates always used, the tests only printed)")
     p.add_argument("--cache", default="benchmarks/.cache", help="stamp sets and model outputs")
     a = p.parse_args()
+    methods = tuple(m.strip() for m in a.method.split(",") if m.strip())
+    bad = [m for m in methods if m not in CLASS_METHODS]
+    if bad or not methods:
+        p.error(f"--method: unknown class calibration method(s) {bad}; known: "
+                f"{', '.join(CLASS_METHODS)}")
     configs = {"morphology": None if a.morph_sim_config == "demo" else a.morph_sim_config,
                "photoz": None if a.photoz_sim_config == "demo" else a.photoz_sim_config}
     work = Path(tempfile.mkdtemp(prefix="tilecat-priors-"))
@@ -434,7 +583,8 @@ def main() -> None:
                                  ("nz_smooth", a.nz_smooth),
                                  ("shift_test_alpha", a.shift_test_alpha)) if v is not None}
                              or None,
-                             models=tuple(a.models.split(",")), pdf_method=a.pdf_method)
+                             models=tuple(a.models.split(",")), pdf_method=a.pdf_method,
+                             methods=methods)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     s, t = syn_res["shifted"], syn_res["training mix"]
@@ -507,6 +657,11 @@ def main() -> None:
         "merger_shift_p": shift_p(s, "merger"), "nz_shift_p": shift_p(s, "z"),
         "trainmix_merger_shift_p": shift_p(t, "merger"),
         "trainmix_nz_shift_p": shift_p(t, "z"),
+        # per morphology variant (recalibrated[-method], card, transfer[-method]): worst
+        # relative error of the priors used and of ungated EM on each survey, and the
+        # ungated shift tests' p-values
+        "morph_variants": {k[len("morphology "):-len(" summary")]: v for k, v in real.items()
+                           if k.startswith("morphology ") and k.endswith(" summary")} or None,
     }
     print()
     print(json.dumps(figures))
