@@ -10,14 +10,14 @@ A. **Synthetic exact classifier** (always): exact posteriors distorted by a temp
    the PIT-CDF map (photo-z).
 B. **Trained models** shipped in ``tilecat/data/models`` (when present), on held-out
    galaxy stamps of the population each applies to (the morphology sample of
-   ``--morph-sim-config``, default ``config/stamps/morphology.yaml``; the demo survey
+   ``--morph-sim-config``, default ``config/stamps/morphology-bars.yaml``; the demo survey
    for photo-z), cached in ``--cache`` under names encoding the simulation settings
    (:mod:`tilecat.calibrate.stampsets`; the same sets as ``benchmarks/priors.py``).
    The morphology card's shipped calibration (fitted on a labelled set in training
    conditions) is also scored as it is on all of the held-out stamps (``model_morph_card_*``).
 
     python benchmarks/calibration.py [-n 40000] [--no-real] [--n-cal 4000]
-        [--morph-sim-config config/stamps/morphology.yaml]
+        [--morph-sim-config config/stamps/morphology-bars.yaml]
 
 The last line is a JSON object: ece_raw, ece_cal (temperature), ece_bcts, ece_isotonic,
 brier_raw, brier_cal, pit_ks_raw, pit_ks_cal, pit_ks_pitmap, crps_raw, crps_cal (synthetic),
@@ -203,7 +203,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-real", action="store_true", help="skip the trained models")
     p.add_argument("--n-cal", type=int, default=4000, help="held-out stamps of the models")
-    p.add_argument("--morph-sim-config", default="config/stamps/morphology.yaml",
+    p.add_argument("--morph-sim-config", default="config/stamps/morphology-bars.yaml",
                    help="simulation YAML of the morphology stamps: the population the "
                         "morphology model applies to ('demo': the demo survey)")
     p.add_argument("--photoz-sim-config", default="demo",

@@ -1,7 +1,8 @@
 """Held-out figures of the shipped morphology and structure models, against peers.
 
-On a held-out galaxy stamp set of the morphology sample (config/stamps/morphology.yaml:
-Galaxy-Zoo-like centrals, r < 20 and r50 > 1.2"; other seed, PSF family and depth
+On a held-out galaxy stamp set of the morphology sample the shipped morphology model
+was trained on (config/stamps/morphology-bars.yaml: Galaxy-Zoo-like centrals, r < 20
+and r50 > 1.2", with visible bars; other seed, PSF family and depth
 than training; generated with ``tilecat simulate-stamps --kind galaxy --heldout`` when
 missing):
 
@@ -14,7 +15,7 @@ missing):
   light, as a catalog would without a model), all against the intrinsic truth r50, on
   the same S/N > 20 galaxies; fraction of truths within the CNN's 1-sigma error.
 
-    python benchmarks/morphology.py [--heldout STORE] [--sim-config config/stamps/morphology.yaml]
+    python benchmarks/morphology.py [--heldout STORE] [--sim-config config/stamps/morphology-bars.yaml]
 
 The last line is a JSON object with top_level_accuracy_snr20, spin_accuracy,
 r50_median_rel_err_snr20, r50_median_rel_err_sep, r50_median_rel_err_statmorph,
@@ -105,9 +106,9 @@ def statmorph_r50(stamps: np.ndarray, r_index: int, pixscale: float) -> np.ndarr
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--heldout", default="benchmarks/.cache/morphology-heldout-s9101.zarr",
+    p.add_argument("--heldout", default="benchmarks/.cache/morphology-bars-heldout-s9101.zarr",
                    help="held-out stamp set (generated when missing)")
-    p.add_argument("--sim-config", default="config/stamps/morphology.yaml",
+    p.add_argument("--sim-config", default="config/stamps/morphology-bars.yaml",
                    help="simulation settings of the held-out set (the morphology sample: "
                         "Galaxy-Zoo-like r < 20, r50 > 1.2 arcsec; held-out PSF and depth)")
     p.add_argument("-n", type=int, default=2048, help="objects to generate if missing")

@@ -12,7 +12,7 @@ B. **Trained models** (when shipped in ``tilecat/data/models``): held-out galaxy
    stamps (``tilecat simulate-stamps --heldout``, cached in ``--cache`` under names
    that encode the simulation settings: :mod:`tilecat.calibrate.stampsets`) of the
    population each model applies to: the morphology sample
-   (``--morph-sim-config``, default ``config/stamps/morphology.yaml``) for the
+   (``--morph-sim-config``, default ``config/stamps/morphology-bars.yaml``) for the
    morphology model, the demo survey's (empirical) population for photo-z. A labelled
    set of 4000 stamps recalibrates a copy of the model (the shipped model is never
    modified); the shifted survey is a rejection resample of a balanced held-out set by
@@ -61,7 +61,7 @@ the tree weights (objects of other branches weighted by P(t = smooth) bring the 
 head's "cigar" outputs), not from the roundness map.
 
     python benchmarks/priors.py [--tiles 20 --per-tile 5000] [--no-real] [--n-survey 16000]
-        [--morph-n-survey 8000] [--morph-sim-config config/stamps/morphology.yaml]
+        [--morph-n-survey 8000] [--morph-sim-config config/stamps/morphology-bars.yaml]
         [--shift-test-alpha 0.01] [--method bcts] [--models morphology,photoz]
 
 The last line is a JSON object: ece_raw, ece_cal, ece_post, prior_max_rel_err,
@@ -528,7 +528,7 @@ def main() -> None:
                    help="held-out stamps for the photo-z survey")
     p.add_argument("--morph-n-survey", type=int, default=8000,
                    help="held-out stamps for the morphology survey")
-    p.add_argument("--morph-sim-config", default="config/stamps/morphology.yaml",
+    p.add_argument("--morph-sim-config", default="config/stamps/morphology-bars.yaml",
                    help="simulation YAML of the morphology stamp sets: the population the "
                         "morphology model applies to ('demo': the demo survey)")
     p.add_argument("--photoz-sim-config", default="demo",

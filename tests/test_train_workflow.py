@@ -158,7 +158,7 @@ def test_train_morphology_smoke(tmp_path, monkeypatch):
     assert card2["sha256"] == card["sha256"]
     head = get_head("morphology")
     lh = head.load({"infer": {"model_dirs": {"morphology": str(out)}}}, torch.device("cpu"))
-    held = load_stamps(work / "scale-0.01" / "morph-heldout.zarr")
+    held = load_stamps(work / "scale-0.01" / "morphb-heldout.zarr")
     extra = [torch.from_numpy(np.asarray(held.psf_fwhm[:8], np.float32))
              for k in lh.inputs if k == "psf_fwhm"]
     assert len(extra) == len(lh.inputs)

@@ -3,7 +3,7 @@
 ``benchmarks/calibration.py`` and ``benchmarks/priors.py`` run the trained models over
 held-out galaxy stamps simulated with ``tilecat simulate-stamps`` and cache them. A
 model applies to the population it was trained on (the morphology model to the
-morphology sample of ``config/stamps/morphology.yaml``, the photo-z model to the demo
+morphology sample of ``config/stamps/morphology-bars.yaml``, the photo-z model to the demo
 survey's population), so the cache name encodes the simulation settings: a set made
 with other settings is never reused by mistake.
 

@@ -120,9 +120,10 @@ def morphology_metrics(probs: np.ndarray, targets: np.ndarray,
         ``spin_accuracy`` (spirals with visible arms when ``resolved`` is given, else all
         spirals), ``spin_accuracy_all``, ``spin_accuracy_snr20``, ``n_spin_visible``,
         ``answer_auc`` (:func:`answer_auc`), ``bar_auc``: AUC of ``P(strong) + P(weak)``
-        for barred against unbarred spirals (true spiral arms; the simulator bars only
-        spirals, so over every disk the AUC also rewards telling spirals from other
-        disks: that is ``bar_auc_all``).
+        for barred against unbarred spirals (true spiral arms), and ``bar_auc_all`` over
+        every disk the bar question applies to (the simulator bars mostly spirals, and
+        lenticulars only with ``population.bar_model: visible``, so that AUC also
+        rewards telling spirals from other disks).
     """
     out: dict[str, Any] = {"accuracy": {}, "n": {}, "confusion": {}, "accuracy_by_snr": {}}
     sl = answer_slices()
