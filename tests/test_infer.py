@@ -207,3 +207,54 @@ def test_explain_png(tmp_path):
         explain(cfg, "t0", 999, "morphology", "spin_S", out)
     with pytest.raises(ModelError, match="no single output"):
         explain(cfg, "t0", int(ids[2]), "morphology", "nonsense", out)
+
+
+class BetaEcho(torch.nn.Module):
+    """Returns its ``psf_beta`` input (N, n_band), touching the stamps so they flow."""
+
+    def forward(self, x: "torch.Tensor", psf_beta: "torch.Tensor") -> "torch.Tensor":
+        return psf_beta + 0.0 * x.mean(dim=(2, 3))
+
+
+class BetaHead(Head):
+    name = "beta_echo"
+
+    def load(self, config, device) -> LoadedHead:
+        cols = tuple(Column(f"beta_{b}", "float32", "", f"PSF beta, {b}") for b in BANDS)
+        card = {"name": self.name, "input": {"bands": BANDS, "stamp_size": SIZE}}
+        return LoadedHead(BetaEcho(), card, cols, inputs=("psf_beta",))
+
+    def postprocess(self, raw, loaded):
+        return {f"beta_{b}": raw[:, k] for k, b in enumerate(BANDS)}
+
+
+register_head(BetaHead(), replace=True)
+
+
+def test_psf_beta_input_from_cutouts_attrs(tmp_path):
+    """A head asking for ``psf_beta`` gets the detect stage's per-band Moffat beta
+    (cutouts.zarr attribute ``psf``) for every object; a clear error without it."""
+    cfg = _config(tmp_path, ["beta_echo"], batch_size=8)
+    _write_cutouts(cfg, "t0", 19)
+    path = tile_paths(cfg, "t0")["cutouts"]
+    meta_file = path / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    betas = {"g": 2.25, "r": 3.5, "i": 4.75, "z": 3.0}
+    meta.setdefault("attributes", {})["psf"] = {
+        b: {"fwhm": 1.2, "beta": v, "n_stars": 9, "source": "stars" if b != "z" else "default",
+            "fwhm_fit": 1.21, "beta_fit": v} for b, v in betas.items()}
+    meta_file.write_text(json.dumps(meta))
+    run_infer(cfg, "t0")
+    table = pq.read_table(tile_paths(cfg, "t0")["infer"])
+    assert table.num_rows == 19
+    for b, v in betas.items():
+        np.testing.assert_array_equal(table[f"beta_{b}"].to_numpy(), np.float32(v))
+    # a band's beta missing, then the whole attribute
+    del meta["attributes"]["psf"]["i"]["beta"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"t0.*cutouts\.zarr.*\['i'\]"):
+        run_infer(cfg, "t0")
+    del meta["attributes"]["psf"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"t0.*cutouts\.zarr.*no 'psf' attribute.*detect"):
+        run_infer(cfg, "t0")

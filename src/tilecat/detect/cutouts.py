@@ -12,7 +12,10 @@ masked in that band, are 0 (the background level).
 * ``object_id(object) int64``
 * ``sigma(object, band) float32``: the sigma used, image flux units
 * coordinate ``band`` (strings); attributes ``tile``, ``stamp_size``,
-  ``normalisation``, ``centre``.
+  ``normalisation``, ``centre``, and from the detect stage ``config_hash``, ``psf``
+  (band -> Moffat PSF measured on the tile's stars: ``fwhm`` [arcsec], ``beta``,
+  ``n_stars``, ``source``, ``fwhm_fit`` [arcsec], ``beta_fit``; see
+  :mod:`tilecat.detect.psf`) and ``psf_model`` (its description).
 """
 
 from __future__ import annotations

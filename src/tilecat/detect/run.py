@@ -4,7 +4,8 @@
 
 * ``segmap(y, x) int32`` into ``tile.zarr`` (0 = sky, k = source number k),
 * ``sources.parquet`` (:mod:`tilecat.detect.sources`),
-* ``cutouts.zarr`` (:mod:`tilecat.detect.cutouts`).
+* ``cutouts.zarr`` (:mod:`tilecat.detect.cutouts`), whose attribute ``psf`` holds the
+  Moffat PSF measured per band on the tile's stars (:mod:`tilecat.detect.psf`).
 
 Source number k (1-based, sources ordered by y then x) gives
 ``object_id = tile_index * 1_000_000 + k``. All three outputs are built under
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from .photometry import (
     ellipticity,
     half_light_radius,
 )
+from .psf import PSFEstimate, estimate_psf
 
 __all__ = ["DetectResult", "detect_tile", "run_detect"]
 
@@ -44,6 +46,12 @@ log = logging.getLogger(__name__)
 
 #: Edge flag margin in pixels.
 EDGE_MARGIN = 2
+
+#: Description of the ``psf`` attribute of ``cutouts.zarr``.
+PSF_MODEL = ("Moffat I(r) = I0 (1 + (r / alpha)^2)^-beta per band, fitted jointly to the "
+             "tile's stars (tilecat.detect.psf): fwhm [arcsec] goes with beta (the header "
+             "FWHM, held fixed, when known); fwhm_fit, beta_fit [arcsec, -] from the free "
+             "fit; source 'stars' or 'default' (detect.psf_beta_default, too few stars)")
 
 
 @dataclass
@@ -60,6 +68,8 @@ class DetectResult:
     stamp_sigma : ndarray of float32, shape (n, band)
         Background rms at each source pixel, per band (cutout normalisation).
     globalrms : ndarray of float64, shape (band,)
+    psf : dict of str to PSFEstimate
+        Moffat PSF per band, measured on the tile's stars (:mod:`tilecat.detect.psf`).
     """
 
     columns: dict[str, np.ndarray]
@@ -67,6 +77,7 @@ class DetectResult:
     images: np.ndarray
     stamp_sigma: np.ndarray
     globalrms: np.ndarray
+    psf: dict[str, PSFEstimate] = field(default_factory=dict)
 
 
 def _stamp_sigma(rms: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -99,6 +110,31 @@ def _refine_background(images: np.ndarray, rms: np.ndarray, globalrms: np.ndarra
         images[b] -= bkg.back
         rms[b] = bkg.rms
         globalrms[b] = bkg.globalrms
+
+
+def _measure_psf(data: TileData, b: int, image: np.ndarray, segmap: np.ndarray,
+                 x: np.ndarray, y: np.ndarray, snr: np.ndarray, exclude: np.ndarray,
+                 dcfg: dict[str, Any]) -> PSFEstimate:
+    """Moffat PSF of band ``b`` from the tile's stars (:func:`tilecat.detect.psf.estimate_psf`).
+
+    The FWHM is held at the header value (``tile.zarr`` attribute ``psf_fwhm``) when
+    the band has one; ``detect.psf_*`` set the default beta, the star counts and S/N.
+    """
+    band = data.bands[b]
+    header = (data.attrs.get("psf_fwhm") or {}).get(band)
+    est = estimate_psf(
+        image, data.sigma[b], data.masked[b], data.bits[b], segmap, x, y, snr,
+        data.pixel_scale, exclude=exclude,
+        fwhm_arcsec=float(header) if header else None,
+        beta_default=float(dcfg.get("psf_beta_default", 3.0)),
+        min_stars=int(dcfg.get("psf_min_stars", 5)),
+        max_stars=int(dcfg.get("psf_max_stars", 30)),
+        min_snr=float(dcfg.get("psf_min_snr", 20.0)),
+    )
+    log.info("tile %s band %s: PSF beta %.3g from %s (%d stars), FWHM %.3g arcsec "
+             "(free fit %.3g)", data.tile, band, est.beta, est.source, est.n_stars,
+             est.fwhm_arcsec, est.fwhm_fit_arcsec)
+    return est
 
 
 def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> DetectResult:
@@ -161,6 +197,8 @@ def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> Detect
     ra, dec = pixel_to_sky(wcs, x, y)
     sep_flags = np.asarray(obj["flag"], dtype=np.int32) | aper.flags | fdet_flag
     cols: dict[str, np.ndarray] = {}
+    psf: dict[str, PSFEstimate] = {}
+    exclude_psf = (np.asarray(obj["flag"]) & sep.OBJ_TRUNC) != 0
     r_aper = float(dcfg["aperture_radius_arcsec"]) / data.pixel_scale
     for b, band in enumerate(data.bands):
         flux, ferr, fflag = auto_flux(images[b], aper, err=data.sigma[b],
@@ -177,6 +215,9 @@ def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> Detect
         cols[f"flux_aper_{band}"], cols[f"flux_aper_err_{band}"] = aflux, aerr
         cols[f"mag_{band}"], cols[f"mag_err_{band}"] = mag, mag_err
         sep_flags |= fflag | aflag
+        snr_band = np.divide(flux, ferr, out=np.zeros_like(flux),
+                             where=np.isfinite(ferr) & (ferr > 0))
+        psf[band] = _measure_psf(data, b, images[b], seg, x, y, snr_band, exclude_psf, dcfg)
 
     foot = footprint_stats(seg, np.bitwise_or.reduce(data.bits, axis=0),
                            np.any(data.masked, axis=0), n)
@@ -203,6 +244,7 @@ def detect_tile(data: TileData, dcfg: dict[str, Any], tile_index: int) -> Detect
         images=images,
         stamp_sigma=_stamp_sigma(rms, x, y, globalrms),
         globalrms=globalrms,
+        psf=psf,
     )
 
 
@@ -261,7 +303,9 @@ def run_detect(config: dict[str, Any], tile: str, tile_index: int) -> None:
         write_cutouts(ctmp, res.images, data.masked, res.columns["x"], res.columns["y"],
                       res.stamp_sigma, res.columns["object_id"], data.bands,
                       int(dcfg["stamp_size"]),
-                      attrs={"tile": tile, "config_hash": provenance["tilecat.config_hash"]})
+                      attrs={"tile": tile, "config_hash": provenance["tilecat.config_hash"],
+                             "psf": {b: res.psf[b].as_attrs() for b in data.bands},
+                             "psf_model": PSF_MODEL})
         write_table(table, stmp, atomic=False)
         segmap = xr.DataArray(res.segmap, dims=("y", "x"), attrs={
             "description": "source number k (object_id = tile_index * 1e6 + k); 0 = sky"})

@@ -29,10 +29,12 @@ from .heads import Column, Head, LoadedHead, RawOutput
 from .registry import get_head
 
 __all__ = ["run_infer", "infer_arrays", "build_table", "write_infer", "tile_psf_fwhm",
-           "KNOWN_INPUTS"]
+           "tile_psf_beta", "KNOWN_INPUTS"]
 
-#: per-object inputs the engine can give a head besides the stamps
-KNOWN_INPUTS: tuple[str, ...] = ("psf_fwhm",)
+#: per-object inputs the engine can give a head besides the stamps: ``psf_fwhm``
+#: (arcsec, from ``tile.zarr``) and ``psf_beta`` (Moffat beta, from ``cutouts.zarr``),
+#: float32 ``(N, n_band)``, one value per band broadcast over the objects
+KNOWN_INPUTS: tuple[str, ...] = ("psf_fwhm", "psf_beta")
 
 OBJECT_ID = Column("object_id", "int64", "", "object id: tile index * 1e6 + source number")
 
@@ -81,6 +83,59 @@ def tile_psf_fwhm(config: Mapping[str, Any], tile: str, bands: Sequence[str]) ->
     return np.array([float(psf[b]) for b in bands], dtype=np.float32)
 
 
+def tile_psf_beta(cutouts_path: str | Path, tile: str, bands: Sequence[str]) -> np.ndarray:
+    """Moffat beta of the PSF per band of ``tile`` (dimensionless), measured on its stars.
+
+    Read from the ``psf`` attribute of ``cutouts.zarr``, written by the detect stage
+    (:mod:`tilecat.detect.psf`; the configured default beta for a band with too few
+    stars).
+
+    Parameters
+    ----------
+    cutouts_path : path
+        The tile's ``cutouts.zarr``.
+    tile : str
+        Tile id (messages).
+    bands : sequence of str
+        Band order of the result.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_band,)
+
+    Raises
+    ------
+    InputError
+        The attribute, or the beta of a band, is missing or not a positive number.
+    """
+    from ..errors import InputError
+    from ..store import read_attrs
+
+    try:
+        attrs = read_attrs(cutouts_path)
+    except (OSError, ValueError) as exc:
+        raise InputError(tile, str(cutouts_path),
+                         f"cannot read the PSF beta from the cutouts store attributes: {exc}"
+                         ) from exc
+    psf = attrs.get("psf")
+    if not isinstance(psf, Mapping):
+        raise InputError(tile, str(cutouts_path), "no 'psf' attribute (the Moffat PSF per "
+                         "band the detect stage measures); re-run detect for this tile")
+    values, missing = [], []
+    for b in bands:
+        entry = psf.get(b)
+        beta = entry.get("beta") if isinstance(entry, Mapping) else None
+        if isinstance(beta, bool) or not isinstance(beta, int | float) \
+                or not np.isfinite(beta) or beta <= 0:
+            missing.append(b)
+        else:
+            values.append(float(beta))
+    if missing:
+        raise InputError(tile, str(cutouts_path), f"PSF beta of band(s) {missing} missing "
+                         "from the 'psf' attribute; re-run detect for this tile")
+    return np.array(values, dtype=np.float32)
+
+
 def infer_arrays(
     cutouts: Cutouts,
     loaded: Sequence[LoadedHead],
@@ -106,7 +161,8 @@ def infer_arrays(
         fp16 autocast on CUDA (ignored on CPU).
     context : dict, optional
         Engine-provided per-object inputs by name (``(N, ...)`` arrays in store
-        order, e.g. ``psf_fwhm``); other inputs are read from the cutouts store.
+        order, e.g. ``psf_fwhm``, ``psf_beta``); other inputs are read from the
+        cutouts store.
 
     Returns
     -------
@@ -296,6 +352,9 @@ def run_infer(config: Mapping[str, Any], tile: str) -> None:
         if "psf_fwhm" in wanted and "psf_fwhm" not in cutouts.variables:
             psf = tile_psf_fwhm(config, tile, cutouts.bands)
             context["psf_fwhm"] = np.broadcast_to(psf, (len(cutouts), len(psf)))
+        if "psf_beta" in wanted and "psf_beta" not in cutouts.variables:
+            beta = tile_psf_beta(paths["cutouts"], tile, cutouts.bands)
+            context["psf_beta"] = np.broadcast_to(beta, (len(cutouts), len(beta)))
         raws = infer_arrays(cutouts, loaded, batch_size, device, context=context)
     table = build_table(cutouts.object_id, heads, loaded, raws)
     write_infer(table, paths["infer"])
