@@ -55,10 +55,17 @@ per question and answer prints the true fraction, the prior the catalog uses, th
 EM estimate, their relative errors, the EM error over its statistical error and both
 runs' shift tests; a closing table compares the variants (worst relative error on the
 shifted survey, questions with a significant shift on the training-mix survey). With the
-trained morphology model (8000-object surveys) BCTS is the only method without false
-detections on the training-mix survey apart from roundness, whose detection comes from
-the tree weights (objects of other branches weighted by P(t = smooth) bring the roundness
-head's "cigar" outputs), not from the roundness map.
+trained morphology model (8000-object surveys) the recalibrated BCTS maps make no false
+detection on the training-mix survey; the shipped card's maps (fitted in training
+conditions) detect a roundness shift there because their cigar outputs do not carry over
+to the held-out conditions (mean calibrated P(cigar) over the true smooth galaxies 0.005
+against a true 0.031; 0.044 with maps refitted on held-out stamps): a calibration
+transfer failure, not the tree weights. EM over the joint leaves of the tree (product of
+per-question priors) was tried and not adopted: better with the exact synthetic
+classifier (worst relative error 0.050 -> 0.035), worse with the trained model (shifted
+survey, recalibrated maps: t/smooth -1.6% -> +11%, bulge_size/moderate +79% -> +107%),
+since it feeds every child question's misfit back into its parents and its product prior
+cannot express correlated answers (most mergers have large bulges).
 
     python benchmarks/priors.py [--tiles 20 --per-tile 5000] [--no-real] [--n-survey 16000]
         [--morph-n-survey 8000] [--morph-sim-config config/stamps/morphology-bars.yaml]
