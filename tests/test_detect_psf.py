@@ -287,3 +287,25 @@ def test_legacy_survey_coadd_g_band() -> None:
     sel = select_stars(image, bad, bits, ext.segmap, obj["x"], obj["y"], flux / ferr, exclude)
     r50_fit = _r50_within(est.fwhm_fit_arcsec / PIX, est.beta_fit, 15.0)
     assert r50_fit == pytest.approx(sel.r50_locus, rel=0.03)
+
+
+def test_sample_inconsistent_with_header_fwhm_gives_default() -> None:
+    """Only compact galaxies (no star): the locus falls on them, their free-fit FWHM
+    disagrees with the header's, so beta is not measured from them."""
+    f = _field(3.0, seed=5, n_star=0, n_gal=0, n_saturated=0)
+    rng = np.random.default_rng(5)
+    img = galsim.ImageF(SIZE, SIZE, scale=PIX)
+    psf = galsim.Moffat(beta=3.0, fwhm=FWHM)
+    for _ in range(40):
+        gal = galsim.Exponential(half_light_radius=0.45, flux=10 ** rng.uniform(1.5, 2.5))
+        x, y = rng.uniform(25, SIZE - 25, 2)
+        galsim.Convolve(gal, psf).drawImage(image=img, add_to_image=True, method="no_pixel",
+                                            center=galsim.PositionD(x + 1, y + 1))
+    sigma = np.sqrt(NOISE**2 + np.maximum(img.array, 0.0) / GAIN)
+    f["image"] = (img.array + rng.normal(size=sigma.shape) * sigma).astype(np.float32)
+    f["sigma"] = sigma.astype(np.float32)
+    d = _detect(f)
+    free = _estimate(f, d)  # no header: the galaxies are fitted as if they were the PSF
+    assert free.source == "stars" and free.fwhm_fit_arcsec > 1.15 * FWHM, free
+    est = _estimate(f, d, fwhm_arcsec=FWHM, beta_default=3.5)
+    assert est.source == "default" and est.beta == 3.5, est

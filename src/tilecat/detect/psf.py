@@ -39,8 +39,11 @@ dropped and the fit is repeated. With the band's FWHM known (the image header,
 ``tile.zarr`` attribute ``psf_fwhm``) the FWHM is held at that value, so beta is the
 only shape parameter and the pair (FWHM, beta) the models receive is one consistent
 Moffat; a free fit of both is always made too and reported (``fwhm_fit``,
-``beta_fit``) for quality assessment. Fewer than ``min_stars`` usable stars, or a
-failed fit, give the configured default beta (``source = "default"``).
+``beta_fit``) for quality assessment. Fewer than ``min_stars`` usable stars, a
+failed fit, or a free-fit FWHM more than ``FWHM_DISAGREE`` from the header's (the
+sources are not the PSF: e.g. a band whose bright stars are all saturated, where the
+locus falls on compact galaxies) give the configured default beta
+(``source = "default"``).
 The result is deterministic (no random numbers, a fixed star order).
 """
 
@@ -94,7 +97,8 @@ NEIGHBOUR_GROW = 2
 NEIGHBOUR_SNR_FRAC = 0.2
 #: A star is dropped when more than this fraction of its fit disc is lost.
 MAX_BAD_FRAC = 0.3
-#: Relative difference of the free-fit and header FWHMs above which a warning is logged.
+#: Relative difference of the free-fit and header FWHMs above which the star sample is
+#: rejected (default beta): compact galaxies or blends, not the header's PSF.
 FWHM_DISAGREE = 0.15
 #: Bits that disqualify a star anywhere in its fit disc.
 FATAL_BITS = bit("saturated") | bit("bleed") | bit("nodata")
@@ -641,9 +645,13 @@ def estimate_psf(
     if not all(np.isfinite(v) for v in (fit.beta, free.beta, free.fwhm)):
         return default(0)
     if known and abs(free.fwhm / hdr_pix - 1.0) > FWHM_DISAGREE:
-        log.warning("PSF: free-fit FWHM %.3g arcsec differs from the header's %.3g arcsec by "
-                    "more than %d %%; beta (fitted with the header FWHM) absorbs the difference",
-                    free.fwhm * pixel_scale, header, round(100 * FWHM_DISAGREE))
+        # the sources fitted are not the header's PSF (e.g. compact galaxies when the
+        # band's bright stars are saturated): their beta would absorb the difference
+        log.warning("PSF: free-fit FWHM %.3g arcsec of %d sources differs from the header's "
+                    "%.3g arcsec by more than %d %%: not a clean star sample; default beta",
+                    free.fwhm * pixel_scale, int(keep.sum()), header,
+                    round(100 * FWHM_DISAGREE))
+        return default(int(keep.sum()))
     lo, hi = BETA_RANGE
     return PSFEstimate(
         fwhm_arcsec=header if known else free.fwhm * pixel_scale,
