@@ -13,13 +13,16 @@ missing):
 * structure: r50 median relative error of the CNN (PSF-corrected) vs SExtractor-style
   ``sep.flux_radius`` and statmorph's ``r50`` (both measure the observed, PSF-convolved
   light, as a catalog would without a model), all against the intrinsic truth r50, on
-  the same S/N > 20 galaxies; fraction of truths within the CNN's 1-sigma error.
+  the same S/N > 20 galaxies; fraction of truths within the CNN's 1-sigma error; median
+  bias and the figures per bin of the r band's PSF FWHM and Moffat beta. The structure
+  model gets the stamp set's true per-object PSF FWHM (and Moffat beta, for models taking
+  it) in place of the values the pipeline measures on each tile's stars.
 
     python benchmarks/morphology.py [--heldout STORE] [--sim-config config/stamps/morphology-bars.yaml]
 
 The last line is a JSON object with top_level_accuracy_snr20, spin_accuracy,
 r50_median_rel_err_snr20, r50_median_rel_err_sep, r50_median_rel_err_statmorph,
-r50_within_1sigma and more.
+r50_within_1sigma, r50_median_bias_snr20, r50_by_psf_snr20 and more.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tilecat.morphology.labels import encode
 from tilecat.morphology.metrics import (ARMS_RESOLVED_R50_PER_FWHM, arms_resolved,
                                        morphology_metrics, structure_metrics)
 from tilecat.morphology.tree import QUESTIONS
+from tilecat.structure.model import predict_structure
 
 
 def _ensure(path: Path, n: int, seed: int, sim_config: str | None) -> None:
@@ -102,6 +106,38 @@ def statmorph_r50(stamps: np.ndarray, r_index: int, pixscale: float) -> np.ndarr
         if m.flag <= 1 and np.isfinite(m.r50):
             out[i] = m.r50 * pixscale
     return out
+
+
+def r50_by_psf(pred: dict[str, np.ndarray], truth: dict[str, np.ndarray], hi: np.ndarray,
+               data, gal: np.ndarray, r_index: int) -> dict[str, dict]:
+    """CNN r50 figures of the S/N > 20 galaxies binned by the r band's PSF FWHM and beta.
+
+    Returns
+    -------
+    dict
+        ``all`` and one entry per bin (``fwhm a-b"``, ``beta a-b``): ``n``, ``rel_err``
+        (median |r50 - true| / true), ``bias`` (median signed), ``within_1sigma``.
+    """
+    d = (pred["r50"] - truth["r50"]) / truth["r50"]
+    inside = np.abs(pred["r50"] - truth["r50"]) < pred["r50_err"]
+
+    def row(m: np.ndarray) -> dict:
+        m = m & hi & np.isfinite(d)
+        if not m.any():
+            return {"n": 0, "rel_err": float("nan"), "bias": float("nan"),
+                    "within_1sigma": float("nan")}
+        return {"n": int(m.sum()), "rel_err": float(np.median(np.abs(d[m]))),
+                "bias": float(np.median(d[m])), "within_1sigma": float(inside[m].mean())}
+
+    out = {"all": row(np.ones(len(d), bool))}  # bins without objects are left out
+    fwhm = np.asarray(data.psf_fwhm, float)[gal, r_index]
+    for lo, up in ((0.0, 1.1), (1.1, 1.3), (1.3, 1.5), (1.5, 9.9)):
+        out[f'fwhm {lo:.1f}-{up:.1f}"'] = row((fwhm >= lo) & (fwhm < up))
+    if data.psf_beta is not None:
+        beta = np.asarray(data.psf_beta, float)[gal, r_index]
+        for lo, up in ((1.0, 2.0), (2.0, 2.25), (2.25, 2.5), (2.5, 3.5), (3.5, 99.0)):
+            out[f"beta {lo:.2f}-{up:.2f}"] = row((beta >= lo) & (beta < up))
+    return {k: v for k, v in out.items() if k == "all" or v["n"] > 0}
 
 
 def main() -> None:
@@ -170,8 +206,17 @@ def main() -> None:
     lhs = head_s.load(cfg, torch.device("cpu"))
     gal = np.flatnonzero((np.asarray(data.labels["t_class"]) != "artifact")
                          & (np.asarray(data.labels["r50"], float) > 0))
-    aux = (np.asarray(data.psf_fwhm, np.float32)[gal] if "psf_fwhm" in lhs.inputs else None)
-    raw_s = predict(lhs.module, data.stamps[gal], aux=aux)
+    # the head's per-object inputs in its order, as the pipeline's engine passes them:
+    # the true per-object PSF FWHM [arcsec] and Moffat beta of the stamp set stand in
+    # for the values the detect stage measures on each tile's stars
+    known = {"psf_fwhm": data.psf_fwhm, "psf_beta": data.psf_beta}
+    for v in lhs.inputs:
+        if known.get(v) is None:
+            sys.exit(f"{path}: the structure model needs the per-object variable {v!r}, "
+                     "which this stamp set does not have (simulated before it was recorded? "
+                     "delete the store to regenerate it)")
+    s_in = [np.asarray(known[v], np.float32)[gal] for v in lhs.inputs]
+    raw_s = predict_structure(lhs.module, data.stamps[gal], s_in)
     pred = {k.removeprefix("struct_"): v for k, v in head_s.postprocess(raw_s, lhs).items()}
     truth = {k: np.asarray(data.labels[k], float)[gal] for k in ("r50", "sersic_n", "e1", "e2")}
     sm = structure_metrics(pred, truth, snr[gal])
@@ -193,6 +238,9 @@ def main() -> None:
     try:
         import statmorph  # noqa: F401
 
+        if args.statmorph <= 0:
+            raise ImportError("--statmorph 0")
+
         sub = np.flatnonzero(hi)[: args.statmorph]
         t0 = time.perf_counter()
         smr = statmorph_r50(data.stamps[gal[sub]], r_index, data.pixel_scale)
@@ -203,10 +251,19 @@ def main() -> None:
         print(f"  statmorph r50 median |rel err| ({int(oks.sum())}/{len(sub)} measured, "
               f"{time.perf_counter() - t0:.0f} s): {rel_sm:.3f} (CNN on the same "
               f"{rel_cnn_sm:.3f})")
-    except ImportError:
-        print("  statmorph not installed: skipped (pip install statmorph)")
+    except ImportError as exc:
+        print("  statmorph skipped: " + ("--statmorph 0" if "statmorph 0" in str(exc)
+                                         else "not installed (pip install statmorph)"))
     print(f"  Sersic n median |rel err| {sm.get('sersic_n_median_rel_err', float('nan')):.3f}; "
           f"e1/e2 rms residual {sm.get('e_rms', float('nan')):.3f}")
+    by_psf = r50_by_psf(pred, truth, hi, data, gal, r_index)
+    print(f"  CNN r50 median bias (S/N>20) {by_psf['all']['bias']:+.3f}; by the r band's "
+          "PSF (S/N > 20):")
+    print(f"    {'bin':18s} {'n':>5s} {'|rel err|':>9s} {'bias':>7s} {'in 1 sig':>8s}")
+    for key, row in by_psf.items():
+        if key != "all":
+            print(f"    {key:18s} {row['n']:5d} {row['rel_err']:9.3f} {row['bias']:+7.3f} "
+                  f"{row['within_1sigma']:8.3f}")
     print(json.dumps({
         "top_level_accuracy": round(mm["top_level_accuracy"], 4),
         "top_level_accuracy_snr20": round(mm["top_level_accuracy_snr20"], 4),
@@ -227,6 +284,12 @@ def main() -> None:
         "r50_median_rel_err_sep": round(rel_sep, 4),
         "r50_median_rel_err_statmorph": None if rel_sm is None else round(rel_sm, 4),
         "r50_within_1sigma": round(sm["r50_within_1sigma"], 4),
+        "r50_within_1sigma_snr20": round(sm["r50_within_1sigma_snr20"], 4),
+        "r50_median_bias": round(sm["r50_median_bias"], 4),
+        "r50_median_bias_snr20": round(by_psf["all"]["bias"], 4),
+        "r50_by_psf_snr20": {k: {m: round(v, 4) if isinstance(v, float) else v
+                                 for m, v in row.items()}
+                             for k, row in by_psf.items() if k != "all"},
         "sersic_n_median_rel_err": sm.get("sersic_n_median_rel_err"),
         "e_rms": sm.get("e_rms"),
         "n_objects": len(data),

@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tilecat.structure.model import MirrorAveraged, StructureNet, gaussian_nll  # noqa: E402
+from tilecat.structure.model import (MirrorAveraged, StructureNet, add_beta_input,  # noqa: E402
+                                     gaussian_nll, predict_structure)
 from tilecat.structure.train import structure_targets, transform_structure  # noqa: E402
 
 PIXSCALE = 0.262
@@ -76,6 +77,105 @@ def test_mirror_equivariance():
     assert torch.equal(a[:, 4:], b[:, 4:]) and bool((a[:, 4:] > 0).all())
 
 
+TINY = {"widths": [8, 8], "strides": [2, 2], "kernels": [3, 3], "hidden": 16,
+        "dropout": 0.0, "psf_input": True}
+
+
+def test_beta_input_required_used_and_mirror_equivariant():
+    torch.manual_seed(1)
+    net = MirrorAveraged(StructureNet(4, {**TINY, "psf_beta_input": True}), PIXSCALE).eval()
+    assert net.net.head.fc1.in_features == 2 * 8 + 4 + 4
+    x = torch.randn(3, 4, 32, 32)
+    psf, beta = torch.full((3, 4), 1.2), torch.full((3, 4), 2.0)
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="Moffat beta"):
+            net(x, psf)
+        a, b = net(x, psf, beta), net(x.flip(-1), psf, beta)
+        c = net(x, psf, beta * 2)
+    assert not torch.allclose(a, c)  # the beta input is used
+    assert torch.equal(a[:, :3], b[:, :3]) and torch.equal(a[:, 3], -b[:, 3])
+    with pytest.raises(ValueError, match="needs psf_input"):
+        StructureNet(4, {**TINY, "psf_input": False, "psf_beta_input": True})
+
+
+def test_add_beta_input_starts_as_the_old_network():
+    torch.manual_seed(2)
+    old = StructureNet(4, TINY).eval()
+    assert old.head.fc1.in_features == 2 * 8 + 4  # an old card's layout is unchanged
+    new = add_beta_input(old, TINY).eval()
+    assert new.psf_beta_input and new.head.fc1.in_features == 2 * 8 + 8
+    x, psf = torch.randn(5, 4, 32, 32), torch.full((5, 4), 4.5)
+    with torch.inference_mode():
+        ref = old(x, psf)
+        for beta in (1.5, 2.5, 4.5):
+            torch.testing.assert_close(new(x, psf, torch.full((5, 4), beta)), ref,
+                                       rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        add_beta_input(new, TINY)
+
+
+def test_head_inputs_follow_the_card(tmp_path):
+    """Cards with psf_beta_input ask the engine for psf_beta too; old cards do not."""
+    from tilecat.models import save_model
+    from tilecat.structure.head import HEAD
+
+    x = np.random.default_rng(0).normal(size=(6, 4, 32, 32)).astype(np.float32)
+    fwhm = np.full((6, 4), 1.1, np.float32)
+    outs = {}
+    for name, arch in (("old", TINY), ("beta", {**TINY, "psf_beta_input": True})):
+        torch.manual_seed(3)
+        card = {"name": "structure", "version": "1", "arch": arch,
+                "input": {"bands": ["g", "r", "i", "z"], "pixel_scale": PIXSCALE,
+                          "stamp_size": 32}}
+        save_model(MirrorAveraged(StructureNet(4, arch), PIXSCALE).eval(), card,
+                   tmp_path / name)
+        lh = HEAD.load({"survey": {"pixel_scale": PIXSCALE},
+                        "infer": {"model_dirs": {"structure": str(tmp_path / name)}}},
+                       torch.device("cpu"))
+        outs[name] = lh
+    assert outs["old"].inputs == ("psf_fwhm",)
+    assert outs["beta"].inputs == ("psf_fwhm", "psf_beta")
+    r_old = predict_structure(outs["old"].module, x, [fwhm])
+    assert r_old.shape == (6, 8) and np.isfinite(r_old).all()
+    lo = predict_structure(outs["beta"].module, x, [fwhm, np.full((6, 4), 1.8, np.float32)])
+    hi = predict_structure(outs["beta"].module, x, [fwhm, np.full((6, 4), 4.0, np.float32)])
+    assert np.abs(lo - hi).max() > 1e-4  # the beta changes the answer
+    with pytest.raises(ValueError, match="Moffat beta"):
+        predict_structure(outs["beta"].module, x, [fwhm])
+
+
+def test_blurred_beta_and_packed_training_input():
+    """Degraded training stamps: the loop's widened aux array gives back FWHM and beta."""
+    from tilecat.morphology.fit import FWHM_PER_SIGMA
+    from tilecat.structure.train import _pack_psf, _packed_module, blurred_beta
+
+    beta = torch.tensor([[1.5, 2.5, 4.5]])
+    f = torch.full((1, 3), 4.0)
+    torch.testing.assert_close(blurred_beta(beta, f, torch.zeros(1, 3)), beta)
+    # a Moffat fitted to Moffat * Gaussian(FWHM 4.7 px), FWHM 4 px: 2.34, 5.55, 14.2
+    got = blurred_beta(beta, f, torch.full((1, 3), 4.7))
+    np.testing.assert_allclose(1 / got.numpy(), 1 / np.array([[2.34, 5.55, 14.2]]), rtol=0.25)
+    assert bool((got[:, 1:] > got[:, :-1]).all())
+    fwhm, b = np.array([[1.0, 1.2]]), np.array([[2.0, 3.0]])
+    blur = torch.tensor([1.5])  # sigma [pixels], as the training loop draws it
+    aux = torch.from_numpy(_pack_psf(fwhm, b, PIXSCALE)) / PIXSCALE
+    aux = torch.sqrt(aux**2 + (FWHM_PER_SIGMA * blur[:, None]) ** 2)  # as fit() does
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, p, be):
+            seen["p"], seen["b"] = p, be
+            return x
+
+    _packed_module(Spy())(torch.zeros(1), aux)
+    bf = FWHM_PER_SIGMA * 1.5
+    f_pix = torch.from_numpy(fwhm).float() / PIXSCALE
+    torch.testing.assert_close(seen["p"], torch.sqrt(f_pix**2 + bf**2))
+    torch.testing.assert_close(seen["b"], blurred_beta(torch.tensor(b).float(), f_pix,
+                                                       torch.full((1, 2), bf)), rtol=1e-4,
+                               atol=1e-4)
+
+
 def _exponential_disk(r50: float, seed: int, flux: float = 1500.0, size: int = 64,
                       fwhm: float = 1.1) -> np.ndarray:
     """Round exponential disk (4 bands), Moffat PSF, unit noise, arcsinh-normalised."""
@@ -92,7 +192,6 @@ def _exponential_disk(r50: float, seed: int, flux: float = 1500.0, size: int = 6
 def test_shipped_model_measures_exponential_disk():
     """A round exponential disk of known r50 is measured within its stated uncertainty."""
     from tilecat.infer.registry import get_head
-    from tilecat.morphology.fit import predict
     from tilecat.structure.train import to_columns
 
     head = get_head("structure")
@@ -102,8 +201,9 @@ def test_shipped_model_measures_exponential_disk():
     # sigma), see the model card; larger disks are measured within 1 sigma
     for r50, k_sigma in ((1.0, 2.0), (1.6, 1.0), (2.5, 1.0)):
         stamps = np.stack([_exponential_disk(r50, seed) for seed in range(8)])
-        aux = np.full((len(stamps), 4), 1.1, np.float32) if lh.inputs else None
-        cols = to_columns(predict(lh.module, stamps, aux=aux), PIXSCALE)
+        given = {"psf_fwhm": 1.1, "psf_beta": 3.5}  # the disks' Moffat PSF
+        aux = [np.full((len(stamps), 4), given[v], np.float32) for v in lh.inputs]
+        cols = to_columns(predict_structure(lh.module, stamps, aux), PIXSCALE)
         mean = float(np.mean(cols["r50"]))
         err = float(np.median(cols["r50_err"]))
         assert abs(mean - r50) < k_sigma * err, (r50, mean, err)
@@ -135,3 +235,51 @@ def test_structure_sigma_scale_fit_and_head_applies_it():
     np.testing.assert_allclose(cols["struct_r50"], 1.0, rtol=1e-6)
     np.testing.assert_allclose(cols["struct_r50_err"], 1.0 * 0.1 * scale[0], rtol=1e-5)
     np.testing.assert_allclose(cols["struct_e1_err"], 0.1 * scale[2], rtol=1e-5)
+
+
+def _tiny_stamp_set(path: Path, n: int = 48, size: int = 32, beta: bool = True) -> Path:
+    """A small labelled stamp store (Gaussian blobs) with psf_fwhm and, optionally, psf_beta."""
+    xr = pytest.importorskip("xarray")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r50 = rng.uniform(0.5, 2.0, n)
+    img = np.exp(-(xx**2 + yy**2)[None] / (2 * (r50[:, None, None] / PIXSCALE / 1.18) ** 2))
+    stamps = np.arcsinh(20 * img[:, None] + rng.normal(size=(n, 4, size, size)))
+    data = {"stamps": (("object", "band", "y", "x"), stamps.astype(np.float32)),
+            "r50": (("object",), r50), "sersic_n": (("object",), rng.uniform(0.5, 4, n)),
+            "e1": (("object",), rng.normal(0, 0.1, n)), "e2": (("object",), rng.normal(0, 0.1, n)),
+            "snr": (("object",), rng.uniform(5, 100, n)),
+            "psf_fwhm": (("object", "band"), rng.uniform(0.8, 1.6, (n, 4)))}
+    if beta:
+        data["psf_beta"] = (("object", "band"), rng.uniform(1.5, 4.5, (n, 4)))
+    xr.Dataset(data, coords={"band": np.array(["g", "r", "i", "z"], dtype=object)},
+               attrs={"bands": ["g", "r", "i", "z"], "pixel_scale": PIXSCALE, "seed": 1,
+                      "heldout": False}).to_zarr(path, zarr_format=3, consolidated=False)
+    return path
+
+
+def test_train_structure_adds_beta_input_to_a_saved_model(tmp_path):
+    """A warm start with arch psf_beta_input: the card asks for psf_beta, old sets refused."""
+    from tilecat.errors import ConfigError, InputError
+    from tilecat.structure.head import HEAD
+    from tilecat.structure.train import train_structure
+
+    st = _tiny_stamp_set(tmp_path / "s.zarr")
+    arch = {k: v for k, v in TINY.items() if k != "psf_input"}
+    quiet = {"epochs": 1, "batch_size": 16, "log": lambda s: None}
+    old = train_structure(st, tmp_path / "old", arch=arch, **quiet)
+    assert "psf_beta_input" not in old["arch"]
+    new = train_structure(st, tmp_path / "new", init=tmp_path / "old", degrade_prob=0.5,
+                          arch={"psf_beta_input": True}, **quiet)
+    assert new["arch"] == {**old["arch"], "psf_beta_input": True}
+    assert any("psf_beta" in s for s in new["extra_inputs"])
+    lh = HEAD.load({"survey": {"pixel_scale": PIXSCALE},
+                    "infer": {"model_dirs": {"structure": str(tmp_path / "new")}}},
+                   torch.device("cpu"))
+    assert lh.inputs == ("psf_fwhm", "psf_beta")
+    with pytest.raises(ConfigError, match="hidden"):
+        train_structure(st, tmp_path / "bad", init=tmp_path / "old",
+                        arch={"hidden": 32}, **quiet)
+    no_beta = _tiny_stamp_set(tmp_path / "nb.zarr", beta=False)
+    with pytest.raises(InputError, match="psf_beta"):
+        train_structure(no_beta, tmp_path / "x", init=tmp_path / "new", **quiet)

@@ -68,6 +68,53 @@ def test_stamp_shapes_dtypes_and_labels(stamps_a):
     assert ds.attrs["bands"] == ["g", "r", "i", "z"]
 
 
+def test_stamps_record_psf_beta(tmp_path, cfg, stamps_a):
+    """Every stamp records its bands' Moffat beta; StampSet reads it (None for old sets)."""
+    from tilecat.morphology.dataset import load_stamp_sets, load_stamps
+    from tilecat.simulate.stamps import GROUP
+
+    ds = xr.open_zarr(stamps_a, consolidated=False)
+    beta = ds["psf_beta"].values
+    assert ds["psf_beta"].dims == ("object", "band") and beta.shape == (42, 4)
+    assert ds["psf_beta"].attrs["units"] == "dimensionless"
+    lo, hi = cfg["conditions"]["psf_beta"]
+    assert ((beta >= lo - 1e-6) & (beta <= hi + 1e-6)).all()
+    assert len(np.unique(beta)) > 4  # drawn per band and per group of conditions
+    # stamps of one group share their conditions (like the objects of one tile)
+    np.testing.assert_array_equal(beta[1:GROUP], np.broadcast_to(beta[0], (GROUP - 1, 4)))
+    assert not np.array_equal(beta[0], beta[GROUP])
+    ss = load_stamps(stamps_a)
+    np.testing.assert_allclose(ss.psf_beta, beta)
+    np.testing.assert_allclose(ss.subset(np.array([3, 20])).psf_beta, beta[[3, 20]])
+    # a set simulated before psf_beta was recorded: None, and None when concatenated
+    old = tmp_path / "old.zarr"
+    xr.open_zarr(stamps_a, consolidated=False).drop_vars("psf_beta").to_zarr(
+        old, zarr_format=3, consolidated=False)
+    assert load_stamps(old).psf_beta is None and load_stamps(old).psf_fwhm is not None
+    both = load_stamp_sets([stamps_a, stamps_a])
+    np.testing.assert_allclose(both.psf_beta, np.concatenate([beta, beta]))
+    assert load_stamp_sets([stamps_a, old]).psf_beta is None
+
+
+def test_structure_sample_beta_range_and_heldout_block(tmp_path):
+    """config/stamps/structure.yaml: wider Moffat family in training, the held-out block
+    (and so the benchmark's held-out set) of morphology-bars.yaml."""
+    root = Path(__file__).resolve().parents[1] / "config" / "stamps"
+    scfg = load_sim_config(root / "structure.yaml")
+    bars = load_sim_config(root / "morphology-bars.yaml")
+    assert scfg["stamps"] == bars["stamps"]
+    assert scfg["population"] == bars["population"]
+    lo, hi = scfg["conditions"]["psf_beta"]
+    hlo, hhi = scfg["stamps"]["heldout"]["psf_beta"]
+    assert lo <= hlo and hhi <= hi and lo < bars["conditions"]["psf_beta"][0]
+    out = tmp_path / "s.zarr"
+    make_galaxy_stamps(scfg, out, 20, seed=2, size=32)
+    ds = xr.open_zarr(out, consolidated=False)
+    assert ds.attrs["recipe"]["psf_beta_range"] == [lo, hi]
+    assert (ds["psf_beta"].values >= lo - 1e-6).all()
+    assert heldout_config(scfg)["conditions"] == heldout_config(bars)["conditions"]
+
+
 def test_label_balance(stamps_a):
     ds = xr.open_zarr(stamps_a, consolidated=False)
     k = _s(ds["kind"].values)

@@ -2,7 +2,8 @@
 
 Store layout (SIM_CONTRACT): ``stamps(object, band, y, x)`` float32 arcsinh(F/sigma),
 ``sigma(object, band)``, label variables along ``object`` (t_class, edge_on, ...,
-r50 [arcsec], sersic_n, q, e1, e2, snr, ``psf_fwhm(object, band)`` [arcsec]); attrs
+r50 [arcsec], sersic_n, q, e1, e2, snr, ``psf_fwhm(object, band)`` [arcsec],
+optionally ``psf_beta(object, band)`` [Moffat beta, dimensionless]); attrs
 ``bands``, ``pixel_scale`` [arcsec/pixel], ``seed``, ``heldout``, ``recipe``.
 """
 
@@ -42,6 +43,9 @@ class StampSet:
         arcsec / pixel.
     attrs : dict
         The store's attributes (seed, heldout, recipe, class frequencies, ...).
+    psf_beta : ndarray, shape (N, n_band) or None
+        Moffat beta of the PSF per object and band (dimensionless); None for sets
+        simulated before it was recorded.
     """
 
     stamps: np.ndarray
@@ -50,6 +54,7 @@ class StampSet:
     bands: list[str]
     pixel_scale: float
     attrs: dict[str, Any] = field(default_factory=dict)
+    psf_beta: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.stamps.shape[0])
@@ -63,6 +68,7 @@ class StampSet:
             bands=list(self.bands),
             pixel_scale=self.pixel_scale,
             attrs=dict(self.attrs),
+            psf_beta=None if self.psf_beta is None else self.psf_beta[index],
         )
 
 
@@ -102,6 +108,7 @@ def load_stamps(path: str | Path, limit: int | None = None) -> StampSet:
     labels = {c: _decode(np.asarray(ds[c][sl].values)) for c in LABEL_COLUMNS
               if c in ds.variables and ds[c].dims == ("object",)}
     psf = np.asarray(ds["psf_fwhm"][sl].values, np.float64) if "psf_fwhm" in ds else None
+    beta = np.asarray(ds["psf_beta"][sl].values, np.float64) if "psf_beta" in ds else None
     attrs = dict(ds.attrs)
     if "band" in ds.coords:
         bands = [str(b) for b in ds["band"].values]
@@ -110,7 +117,7 @@ def load_stamps(path: str | Path, limit: int | None = None) -> StampSet:
     if "pixel_scale" not in attrs:
         raise InputError("-", str(path), "attribute 'pixel_scale' missing")
     return StampSet(stamps=stamps, labels=labels, psf_fwhm=psf, bands=bands,
-                    pixel_scale=float(attrs["pixel_scale"]), attrs=attrs)
+                    pixel_scale=float(attrs["pixel_scale"]), attrs=attrs, psf_beta=beta)
 
 
 def load_stamp_sets(paths: str | Path | list[str | Path] | tuple[str | Path, ...],
@@ -144,4 +151,6 @@ def load_stamp_sets(paths: str | Path | list[str | Path] | tuple[str | Path, ...
         labels={k: np.concatenate([np.asarray(s.labels[k]) for s in sets]) for k in keys},
         psf_fwhm=None if any(s.psf_fwhm is None for s in sets)
         else np.concatenate([s.psf_fwhm for s in sets]),
-        bands=sets[0].bands, pixel_scale=sets[0].pixel_scale, attrs=attrs)
+        bands=sets[0].bands, pixel_scale=sets[0].pixel_scale, attrs=attrs,
+        psf_beta=None if any(s.psf_beta is None for s in sets)
+        else np.concatenate([s.psf_beta for s in sets]))

@@ -15,6 +15,10 @@ flattened magnitude distribution (``count_slope`` 0.12 instead of the counts' 0.
 that the r-band S/N spans ~5 to >1000. Every group of ``GROUP`` stamps shares one draw
 of observing conditions (like objects of one tile).
 
+Every stamp records its band's observing conditions: ``psf_fwhm(object, band)``
+[arcsec], ``psf_beta(object, band)`` (Moffat beta, dimensionless), ``depth`` and
+``sigma``.
+
 Held-out sets (``heldout=True``) use other observing conditions: PSF FWHM ranges just
 above the training ones and 5-sigma depths just shallower (see :func:`heldout_config`),
 and should be drawn with another seed.
@@ -36,7 +40,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..normalize import asinh_norm
 from .conditions import draw_conditions
-from .config import SIMVER
+from .config import DEFAULTS, SIMVER
 from .kspace import KGrid
 from .photometry import LSST_BANDS, REFERENCE_BAND, flux_to_mag
 from .population import KINDS, draw_galaxies, labels
@@ -253,9 +257,9 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
     Returns
     -------
     dict of arrays along the unit's objects (``stamps`` (m, B, size, size) float32,
-    ``sigma`` and ``psf_fwhm`` (m, B), labels).
+    ``sigma``, ``psf_fwhm`` [arcsec], ``psf_beta`` (Moffat beta) and ``depth`` (m, B),
+    labels).
     """
-    from .config import DEFAULTS
     from .galaxies import build_galaxy
     from .stars import draw_stars
 
@@ -293,6 +297,7 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
     mags = np.full((m, nb), np.nan)
     sig_all = np.empty((m, nb), np.float32)
     fwhm_all = np.empty((m, nb), np.float32)
+    beta_all = np.empty((m, nb), np.float32)
     depth_all = np.empty((m, nb), np.float32)
     dens = float(natural["population"]["galaxy_density"])
     psf_cache: dict[int, np.ndarray] = {}
@@ -353,6 +358,7 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
             img[j] = model[j] + np.sqrt(var) * r_noise.standard_normal((size, size))
             sig_all[i, j] = c.sky_sigma
             fwhm_all[i, j] = c.psf_fwhm
+            beta_all[i, j] = c.psf_beta
             depth_all[i, j] = c.depth
         snr = 0.0
         if n_main:
@@ -384,7 +390,8 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
     for k in ("kind", "population", "t_class", "spin", "bar", "bulge_size", "roundness",
               "artifact"):
         res[k] = np.asarray(out[k], dtype=object)
-    res.update(stamps=stamps, sigma=sig_all, psf_fwhm=fwhm_all, depth=depth_all, mags=mags)
+    res.update(stamps=stamps, sigma=sig_all, psf_fwhm=fwhm_all, psf_beta=beta_all,
+               depth=depth_all, mags=mags)
     return res
 
 
@@ -463,11 +470,12 @@ def _to_dataset(res: dict[str, Any], bands: list[str], start: int) -> Any:
         "stamps": (("object", "band", "y", "x"), res["stamps"]),
         "sigma": (("object", "band"), res["sigma"]),
         "psf_fwhm": (("object", "band"), res["psf_fwhm"]),
+        "psf_beta": (("object", "band"), res["psf_beta"]),
         "depth": (("object", "band"), res["depth"]),
     }
     for j, b in enumerate(bands):
         data[f"mag_{b}"] = (("object",), res["mags"][:, j].astype(np.float64))
-    skip = {"stamps", "sigma", "psf_fwhm", "depth", "mags"}
+    skip = {"stamps", "sigma", "psf_fwhm", "psf_beta", "depth", "mags"}
     for k, v in res.items():
         if k in skip:
             continue
@@ -477,7 +485,8 @@ def _to_dataset(res: dict[str, Any], bands: list[str], start: int) -> Any:
         "object": np.arange(start, start + n, dtype=np.int64),
         "band": np.asarray(bands, dtype=object),
         "y": np.arange(size, dtype=np.int32), "x": np.arange(size, dtype=np.int32)})
-    units = {"sigma": "nanomaggy", "psf_fwhm": "arcsec", "r50": "arcsec", "pa_deg": "deg",
+    units = {"sigma": "nanomaggy", "psf_fwhm": "arcsec", "psf_beta": "dimensionless",
+             "r50": "arcsec", "pa_deg": "deg",
              "stamps": "arcsinh(F / sigma_band)", "depth": "mag(AB), 5-sigma point source",
              "offset_x": "pixel", "offset_y": "pixel",
              **{f"mag_{b}": "mag(AB)" for b in bands}}
@@ -632,8 +641,11 @@ def make_galaxy_stamps(cfg: dict[str, Any], out: str | Path, n: int, seed: int,
                               for k in _SELECTION}}
                if any(scfg.get("stamps", {}).get(k) is not None for k in _SELECTION)
                else {}),
-            **({"psf_beta_range": cond["psf_beta"]} if heldout and scfg.get(
-                "stamps", {}).get("heldout") else {}),
+            # held-out sets with their own beta range, and training sets whose beta range
+            # is not the default (earlier sets keep their attributes)
+            **({"psf_beta_range": cond["psf_beta"]} if (heldout and scfg.get(
+                "stamps", {}).get("heldout")) or [float(v) for v in cond["psf_beta"]]
+               != [float(v) for v in DEFAULTS["conditions"]["psf_beta"]] else {}),
             # only when not the default, so that earlier sets keep their attributes
             **({"bar_model": scfg["population"]["bar_model"]}
                if scfg["population"].get("bar_model", "faint") != "faint" else {}),

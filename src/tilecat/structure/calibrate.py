@@ -58,7 +58,8 @@ def calibrate_structure(card: Mapping[str, Any], model_dir: Path, data: str | Pa
     model_dir : Path
         Its directory.
     data : path
-        Galaxy stamp set with truth (``tilecat simulate-stamps --kind galaxy``).
+        Galaxy stamp set with truth (``tilecat simulate-stamps --kind galaxy``); with
+        ``psf_fwhm`` (and ``psf_beta``) when the model takes them.
     limit : int, optional
         Use the first ``limit`` stamps.
 
@@ -72,9 +73,8 @@ def calibrate_structure(card: Mapping[str, Any], model_dir: Path, data: str | Pa
 
     from ..models import load_model
     from ..morphology.dataset import load_stamps
-    from ..morphology.fit import predict
-    from .model import TARGETS, build
-    from .train import structure_targets
+    from .model import TARGETS, build, predict_structure
+    from .train import model_inputs, structure_targets
 
     ss = load_stamps(data, limit)
     truth = structure_targets(ss.labels, ss.pixel_scale)
@@ -82,11 +82,9 @@ def calibrate_structure(card: Mapping[str, Any], model_dir: Path, data: str | Pa
     if "t_class" in ss.labels:
         keep &= np.asarray(ss.labels["t_class"]) != "artifact"
     module, _ = load_model(model_dir, build, torch.device("cpu"))
-    psf = None
-    if (card.get("arch") or {}).get("psf_input") and ss.psf_fwhm is not None:
-        psf = np.asarray(ss.psf_fwhm, np.float32)[keep]
+    inputs = [a[keep] for a in model_inputs(card.get("arch") or {}, ss, str(data))]
     log(f"running structure over {int(keep.sum())} labelled galaxies of {data}")
-    raw = predict(module, ss.stamps[keep], batch_size=batch_size, aux=psf)
+    raw = predict_structure(module, ss.stamps[keep], inputs, batch_size=batch_size)
     k = len(TARGETS)
     mu, sigma, t = raw[:, :k], raw[:, k:], truth[keep]
     scale = fit_sigma_scale(mu, sigma, t)

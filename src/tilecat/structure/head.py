@@ -47,12 +47,17 @@ class StructureHead(Head):
         if abs(pixscale / want - 1) > 0.05:
             raise ModelError(f"model 'structure' was trained at {want} arcsec/pixel, the "
                              f"survey has {pixscale} arcsec/pixel")
-        psf = bool((card.get("arch") or {}).get("psf_input", False))
+        arch = card.get("arch") or {}
+        psf = bool(arch.get("psf_input", False))
+        inputs: tuple[str, ...] = ()
+        if psf:  # PSF FWHM [arcsec] and, for newer cards, the Moffat beta, per band
+            inputs = (("psf_fwhm", "psf_beta") if arch.get("psf_beta_input")
+                      else ("psf_fwhm",))
         scale = (card.get("uncertainty_calibration") or {}).get("sigma_scale") or [1.0] * 4
         return LoadedHead(module=module, card=card, columns=COLUMNS,
                           extra={"pixel_scale": pixscale,
                                  "sigma_scale": np.asarray(scale, np.float64)},
-                          inputs=("psf_fwhm",) if psf else ())
+                          inputs=inputs)
 
     def output_index(self, loaded: LoadedHead, answer: str) -> int:
         """Raw output index of ``r50``, ``sersic_n``, ``e1``, ``e2`` (the means)."""

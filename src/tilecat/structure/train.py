@@ -8,9 +8,94 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["train_structure", "structure_targets", "transform_structure", "to_columns"]
+__all__ = ["train_structure", "structure_targets", "transform_structure", "to_columns",
+           "blurred_beta", "model_inputs"]
 
 VERSION = "1"
+
+#: exponent of :func:`blurred_beta`: p(beta) = P0 + P1 ln(beta)
+_BLUR_P0, _BLUR_P1 = 0.235, 0.728
+
+
+def blurred_beta(beta: "Any", fwhm: "Any", blur_fwhm: "Any") -> "Any":
+    """Moffat beta of a Moffat PSF convolved with a Gaussian (training augmentation).
+
+    The training loop's :func:`~tilecat.morphology.fit.degrade` blurs some stamps with
+    an extra Gaussian; their PSF is then Moffat (``beta``, ``fwhm``) * Gaussian
+    (``blur_fwhm``), more Gaussian in the core, and a Moffat fitted to it (as to a tile's
+    stars) has a larger beta. Approximation of that fit (least squares on the image of
+    the convolved PSF, beta 1.5-4.5, blur up to 1.2 FWHM; within ~10 % in 1/beta)::
+
+        1 / beta' = (1 / beta) * (fwhm^2 / (fwhm^2 + blur^2)) ** (0.235 + 0.728 ln beta)
+
+    Parameters
+    ----------
+    beta, fwhm, blur_fwhm : tensors (broadcastable)
+        Moffat beta; PSF FWHM and the Gaussian's FWHM in the same unit.
+    """
+    import torch
+
+    f2 = fwhm**2
+    share = f2 / (f2 + blur_fwhm**2).clamp(min=1e-12)
+    p = _BLUR_P0 + _BLUR_P1 * torch.log(beta.clamp(min=1.0))
+    return beta / share.clamp(min=1e-6) ** p
+
+
+def _pack_psf(fwhm: np.ndarray, beta: np.ndarray, pixel_scale: float) -> np.ndarray:
+    """FWHM [arcsec] and beta per band -> the one ``aux`` array the training loop takes.
+
+    :func:`tilecat.morphology.fit.fit` divides its ``aux`` by the pixel scale and widens
+    it in quadrature by a degraded stamp's extra blur; packed as ``[fwhm, beta *
+    pixel_scale, 0]`` ``(N, 2 n_band + 1)`` the model receives ``[fwhm', sqrt(beta^2 +
+    b^2), b]`` (pixels; ``b`` the blur FWHM, 0 when not degraded), from which
+    :func:`_packed_module` recovers beta and the blur.
+    """
+    return np.concatenate([fwhm, beta * pixel_scale, np.zeros((len(fwhm), 1))],
+                          axis=1).astype(np.float32)
+
+
+def _packed_module(net: "Any") -> "Any":
+    """Training wrapper of a beta-input :class:`StructureNet` taking :func:`_pack_psf`'s
+    array (as transformed by the training loop): ``net(x, fwhm', blurred_beta)``."""
+    from torch import nn
+
+    class PackedPSF(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.net = inner
+
+        def forward(self, x: "Any", packed: "Any") -> "Any":
+            nb = (packed.shape[1] - 1) // 2
+            fwhm, b = packed[:, :nb], packed[:, -1:]
+            beta = (packed[:, nb:2 * nb] ** 2 - b**2).clamp(min=1e-6).sqrt()
+            f0 = (fwhm**2 - b**2).clamp(min=1e-6).sqrt()
+            return self.net(x, fwhm, blurred_beta(beta, f0, b))
+
+    return PackedPSF(net)
+
+
+def model_inputs(model_arch: dict[str, Any], ss: "Any", where: str = "") -> list[np.ndarray]:
+    """The per-object inputs of a structure model with ``model_arch`` from a stamp set:
+    ``[]``, ``[psf_fwhm]`` or ``[psf_fwhm, psf_beta]`` (float32 ``(N, n_band)``).
+
+    Raises
+    ------
+    InputError
+        The set lacks a variable the model needs (``where``: the set's path).
+    """
+    from ..errors import InputError
+
+    out: list[np.ndarray] = []
+    if model_arch.get("psf_input"):
+        if ss.psf_fwhm is None:
+            raise InputError("-", where, "stamp set has no psf_fwhm(object, band)")
+        out.append(np.asarray(ss.psf_fwhm, np.float32))
+        if model_arch.get("psf_beta_input"):
+            if ss.psf_beta is None:
+                raise InputError("-", where, "stamp set has no psf_beta(object, band) (a set "
+                                 "simulated before the PSF's Moffat beta was recorded)")
+            out.append(np.asarray(ss.psf_beta, np.float32))
+    return out
 
 
 def structure_targets(labels: dict[str, np.ndarray], pixel_scale: float) -> np.ndarray:
@@ -79,6 +164,11 @@ def train_structure(
     Only galaxies (``t_class`` != artifact, finite truth) are used. By default the
     network also takes the PSF FWHM of each band (``arch['psf_input']``; the stamp
     set's ``psf_fwhm``, at inference the tile's), so its sizes are PSF-corrected.
+    With ``arch['psf_beta_input']`` it takes the PSF's Moffat beta per band too (the
+    set's ``psf_beta``; degraded stamps get :func:`blurred_beta`). Starting from
+    ``init``, the saved model's arch is kept; ``arch`` may only add
+    ``psf_beta_input: true``, whose new first-layer weights start at zero (the
+    network starts as the saved one).
 
     Returns
     -------
@@ -89,11 +179,11 @@ def train_structure(
 
     from ..models import save_model
     from ..morphology.dataset import load_stamp_sets, load_stamps
-    from ..morphology.fit import FitConfig, fit, predict
+    from ..morphology.fit import FitConfig, fit
     from ..morphology.metrics import structure_metrics
     from ..morphology.net import DEFAULT_ARCH
     from ..morphology.train import _provenance, card_input, split
-    from .model import TARGETS, MirrorAveraged, StructureNet, gaussian_nll
+    from .model import TARGETS, MirrorAveraged, StructureNet, gaussian_nll, predict_structure
 
     torch.set_num_threads(threads)
     data = load_stamp_sets(train, limit=limit)
@@ -104,22 +194,30 @@ def train_structure(
     data, targets = data.subset(np.flatnonzero(keep)), targets[keep]
     tr, va = split(len(data), val_fraction, seed)
     log(f"training set {train}: {len(data)} galaxies ({len(tr)} train, {len(va)} validation)")
-    arch = {**DEFAULT_ARCH, "psf_input": True, **(arch or {})}
-    if arch["psf_input"] and data.psf_fwhm is None:
-        from ..errors import InputError
-
-        raise InputError("-", str(train), "stamp set has no psf_fwhm(object, band)")
+    asked = dict(arch or {})
+    arch = {**DEFAULT_ARCH, "psf_input": True, **asked}
     torch.manual_seed(seed)
     net = StructureNet(len(data.bands), arch)
     init_training = None
     if init is not None:  # warm start from a saved model (same architecture)
+        from ..errors import ConfigError
         from ..models import load_model
-        from .model import build
+        from .model import add_beta_input, build
 
         start, start_card = load_model(init, build)
-        arch = start_card.get("arch", arch)
+        arch = dict(start_card.get("arch") or arch)
         init_training = start_card.get("training")
         net = start.net
+        if asked.get("psf_beta_input") and not arch.get("psf_beta_input"):
+            arch["psf_beta_input"] = True
+            net = add_beta_input(net, arch)
+            log(f"added the PSF's Moffat beta as an input to {init} (zero weights)")
+        changed = sorted(k for k, v in asked.items() if arch.get(k) != v)
+        if changed:
+            raise ConfigError(f"train_structure: starting from {init}, arch keys {changed} "
+                              "differ from the saved model's (only psf_beta_input may be "
+                              "added)")
+    inputs = model_inputs(arch, data, str(train))
 
     def loss(out: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
         return gaussian_nll(out, t).sum()
@@ -127,10 +225,14 @@ def train_structure(
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                     degrade_prob=degrade_prob)
     aux = None
-    if arch["psf_input"]:
-        psf = np.asarray(data.psf_fwhm, np.float32)
-        aux = (psf[tr], psf[va])
-    history = fit(net, data.stamps[tr], targets[tr], loss, transform_structure,
+    trained: Any = net
+    if len(inputs) == 2:  # FWHM and beta through the loop's single aux array
+        packed = _pack_psf(inputs[0], inputs[1], data.pixel_scale)
+        aux = (packed[tr], packed[va])
+        trained = _packed_module(net)
+    elif inputs:
+        aux = (inputs[0][tr], inputs[0][va])
+    history = fit(trained, data.stamps[tr], targets[tr], loss, transform_structure,
                   (data.stamps[va], targets[va]), cfg, log, aux=aux,
                   pixel_scale=data.pixel_scale)
     model = MirrorAveraged(net, data.pixel_scale).eval()
@@ -144,8 +246,8 @@ def train_structure(
         ev_name = "heldout"
     else:
         ev, ev_name = data.subset(va), "validation"
-    ev_psf = np.asarray(ev.psf_fwhm, np.float32) if arch["psf_input"] else None
-    pred = to_columns(predict(model, ev.stamps, aux=ev_psf), ev.pixel_scale)
+    ev_in = model_inputs(arch, ev, str(heldout) if heldout is not None else "validation")
+    pred = to_columns(predict_structure(model, ev.stamps, ev_in), ev.pixel_scale)
     truth = {k: np.asarray(ev.labels[k], float) for k in ("r50", "sersic_n", "e1", "e2")}
     snr = np.asarray(ev.labels["snr"], float) if "snr" in ev.labels else None
     metrics = structure_metrics(pred, truth, snr)
@@ -160,18 +262,22 @@ def train_structure(
         "arch": arch,
         "input": card_input(data),
         "targets": list(TARGETS),
-        "extra_inputs": ["psf_fwhm (arcsec, per band)"] if arch["psf_input"] else [],
+        "extra_inputs": (["psf_fwhm (arcsec, per band)"] if arch["psf_input"] else [])
+        + (["psf_beta (Moffat beta, per band)"] if arch.get("psf_beta_input") else []),
         "outputs": "mu and sigma of (ln r50 [pixels], ln n, e1, e2); columns struct_*",
         "training": {
             "data": _provenance(data, train),
             "recipe": recipe,
             "init_from": init_training,
             "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            **({"threads": threads} if threads != 1 else {}),
             "optimizer": "AdamW, one-cycle lr, weight decay 1e-4",
             "degrade": {"prob": cfg.degrade_prob, "max_blur_pix": cfg.degrade_max_blur,
                         "min_flux_scale": cfg.degrade_min_scale,
                         "what": "extra Gaussian PSF blur + shallower depth, noise restored"},
-            "augmentation": "dihedral D4 (quarter turn negates e1, e2; mirror negates e2)",
+            "augmentation": "dihedral D4 (quarter turn negates e1, e2; mirror negates e2)"
+            + ("; degraded stamps' beta input: blurred_beta" if arch.get("psf_beta_input")
+               else ""),
             "loss": "heteroscedastic Gaussian negative log-likelihood",
             "val_fraction": val_fraction, "history": history,
         },
