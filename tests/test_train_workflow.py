@@ -279,3 +279,28 @@ def test_only_needed_stages_run_and_shipped_weights_are_reused():
     assert _shipped_match("vae", shipped, 1.0, threads + 1) is None
     other = StageSpec("final", ("a",), sha256="0" * 64)
     assert _shipped_match("vae", other, 1.0, threads) is None
+
+
+def test_sets_simulated_only_for_stages_that_train(tmp_path, monkeypatch):
+    """run_training('structure') with the stage before the last one matching shipped
+    weights: the stages it replaces need no simulated sets; only the last stage's sets
+    are simulated (ensure_set calls)."""
+    import tilecat.train.run as run_mod
+
+    recipe = load_recipe(RECIPE)
+    mrec = recipe.model("structure")
+    last, before = mrec.stages[-1], mrec.stages[-2]
+    threads = 1
+    monkeypatch.setattr(run_mod, "_shipped_match", lambda model, st, scale, th: (
+        tmp_path / "shipped" if st.name == before.name else None))
+    asked: list[str] = []
+    monkeypatch.setattr(run_mod, "ensure_set",
+                        lambda spec, store, workers, log: asked.append(Path(store).stem)
+                        or Path(store))
+    monkeypatch.setattr(run_mod, "_train_stage", lambda *a, **k: {
+        "training_workflow": {"sha256_matches_shipped": None}})
+    monkeypatch.setattr(run_mod, "_copy_shipped", lambda *a, **k: None)
+    run_training("structure", RECIPE, tmp_path / "work", tmp_path / "out", threads=threads,
+                 log=lambda m: None)
+    assert sorted(asked) == sorted(set(last.train + last.heldout))
+    assert len(set(mrec.set_names())) > len(asked)  # earlier stages' sets were not made

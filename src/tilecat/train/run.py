@@ -214,8 +214,10 @@ def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
     recipe : path or Recipe
         The training recipe (``config/train.yaml``).
     work_dir : path
-        Where the simulated sets (``<name>.zarr``) and intermediate stages live; missing
-        sets are simulated, matching ones reused.
+        Where the simulated sets (``<name>.zarr``) and intermediate stages live; a set
+        is simulated when a stage that trains needs it and it is missing, matching ones
+        are reused (stages taken from the shipped weights or the work directory need
+        none).
     out_dir : path
         The model directory written (atomically replaced).
     threads : int
@@ -249,8 +251,13 @@ def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
     _check_run(scale, threads, workers, out_dir)
 
     sets = {name: rec.sets[name].scaled(scale) for name in mrec.set_names()}
-    paths = {name: ensure_set(spec, set_path(work_dir, name, scale), workers, log)
-             for name, spec in sets.items()}
+    paths: dict[str, Path] = {}  # simulated on first use: a reused stage needs no sets
+
+    def path(name: str) -> Path:
+        if name not in paths:
+            paths[name] = ensure_set(sets[name], set_path(work_dir, name, scale), workers, log)
+        return paths[name]
+
     hashes: dict[str, str] = {}
     for stage in mrec.stages:  # a stage's hash chains its recipe, never its weights
         hashes[stage.name] = _stage_hash(
@@ -289,8 +296,8 @@ def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
             _copy_shipped(shipped, target, section)
             done[stage.name] = (target, h)
             continue
-        data = StageData(train=tuple((paths[s], sets[s].n) for s in stage.train),
-                         heldout=tuple((paths[s], sets[s].n) for s in stage.heldout))
+        data = StageData(train=tuple((path(s), sets[s].n) for s in stage.train),
+                         heldout=tuple((path(s), sets[s].n) for s in stage.heldout))
         if scale < 1.0:
             section["warning"] = SMOKE_WARNING
         card = _train_stage(trainer, stage, data, target, threads, workers,
