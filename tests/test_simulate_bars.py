@@ -41,7 +41,16 @@ _FIELDS = ("kind", "redshift", "flux", "parts", "r50_disk", "r50_bulge", "n_bulg
 #: Checksums computed with the code before ``bar_model`` existed (see the module docstring).
 OLD_SPEC_DIGEST = {"empirical": "14dee902ee8163a2", "parametric": "5b4ac90b1ce1ecdd"}
 OLD_KNOTS_DIGEST = "97376bd4862808f2"
-OLD_STAMPS_DIGEST = "7fcf724c3765a467"
+#: per-stamp sum and sum of squares of the 21 32x32 4-band stamps of
+#: ``render_stamp_chunk(morphology.yaml, seed 5)`` made by the simulator before
+#: ``bar_model`` existed (c818d23^); moments, not a digest of the pixels, so that the
+#: last-bit FFT differences of another numpy build do not matter
+OLD_STAMP_SUMS = np.array([12750.1, 16095.1, 7419.24, 24794.6, 22659.1, 17879.8, 18643.8,
+                           25372.4, 6677.15, 15319.7, 22888.7, 257.546, 10692, 3941.34,
+                           5092.41, 776.349, 22842.7, 25966, 7778.75, 21062.7, 19366])
+OLD_STAMP_SUMSQ = np.array([45132, 84190, 21746.3, 155695, 127125, 81724.9, 99394.4,
+                            160402, 16319.5, 65372.9, 129132, 2761.77, 40712, 8333.58,
+                            12754.2, 4040.33, 131014, 169026, 22495.9, 118612, 94314.2])
 
 
 def _fmt(v) -> str:
@@ -128,8 +137,9 @@ def test_faint_reproduces_old_stamps():
     classes, spins = class_plan(21, 5)
     res = render_stamp_chunk(cfg, 5, 0, classes, spins, size=32)
     assert {"strong", "weak"} <= set(res["bar"])  # barred spirals are among them
-    digest = hashlib.sha256(np.round(res["stamps"].astype(np.float64), 3).tobytes())
-    assert digest.hexdigest()[:16] == OLD_STAMPS_DIGEST
+    s = res["stamps"].astype(np.float64)
+    np.testing.assert_allclose(s.sum(axis=(1, 2, 3)), OLD_STAMP_SUMS, rtol=1e-4)
+    np.testing.assert_allclose((s**2).sum(axis=(1, 2, 3)), OLD_STAMP_SUMSQ, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------- visible bars
