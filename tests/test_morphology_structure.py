@@ -144,10 +144,11 @@ def test_head_inputs_follow_the_card(tmp_path):
         predict_structure(outs["beta"].module, x, [fwhm])
 
 
-def test_blurred_beta_and_packed_training_input():
-    """Degraded training stamps: the loop's widened aux array gives back FWHM and beta."""
-    from tilecat.morphology.fit import FWHM_PER_SIGMA
-    from tilecat.structure.train import _pack_psf, _packed_module, blurred_beta
+def test_blurred_beta_and_training_loop_inputs():
+    """Degraded training stamps: the loop gives the model the widened FWHM and the
+    blurred beta of the same extra blur; undegraded ones the set's values."""
+    from tilecat.morphology.fit import FitConfig, fit
+    from tilecat.structure.train import blurred_beta
 
     beta = torch.tensor([[1.5, 2.5, 4.5]])
     f = torch.full((1, 3), 4.0)
@@ -156,24 +157,38 @@ def test_blurred_beta_and_packed_training_input():
     got = blurred_beta(beta, f, torch.full((1, 3), 4.7))
     np.testing.assert_allclose(1 / got.numpy(), 1 / np.array([[2.34, 5.55, 14.2]]), rtol=0.25)
     assert bool((got[:, 1:] > got[:, :-1]).all())
-    fwhm, b = np.array([[1.0, 1.2]]), np.array([[2.0, 3.0]])
-    blur = torch.tensor([1.5])  # sigma [pixels], as the training loop draws it
-    aux = torch.from_numpy(_pack_psf(fwhm, b, PIXSCALE)) / PIXSCALE
-    aux = torch.sqrt(aux**2 + (FWHM_PER_SIGMA * blur[:, None]) ** 2)  # as fit() does
-    seen = {}
+
+    n = 16
+    fwhm = np.tile(np.array([[1.0, 1.2]]), (n, 1))  # arcsec
+    b = np.tile(np.array([[2.0, 3.0]]), (n, 1))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     class Spy(torch.nn.Module):
-        def forward(self, x, p, be):
-            seen["p"], seen["b"] = p, be
-            return x
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
 
-    _packed_module(Spy())(torch.zeros(1), aux)
-    bf = FWHM_PER_SIGMA * 1.5
-    f_pix = torch.from_numpy(fwhm).float() / PIXSCALE
-    torch.testing.assert_close(seen["p"], torch.sqrt(f_pix**2 + bf**2))
-    torch.testing.assert_close(seen["b"], blurred_beta(torch.tensor(b).float(), f_pix,
-                                                       torch.full((1, 2), bf)), rtol=1e-4,
-                               atol=1e-4)
+        def forward(self, x, p, be):
+            if self.training:
+                seen.append((p.detach().clone(), be.detach().clone()))
+            return self.w * x.mean(dim=(1, 2, 3))[:, None]
+
+    stamps = np.random.default_rng(0).normal(size=(n, 2, 16, 16)).astype(np.float32)
+    targets = np.zeros((n, 1), np.float32)
+    cfg = FitConfig(epochs=1, batch_size=8, lr=1e-3, seed=0, threads=1, degrade_prob=0.5,
+                    log_every=0)
+    fit(Spy(), stamps, targets, lambda out, t: ((out - t) ** 2).mean(), lambda t, k: t,
+        (stamps[:4], targets[:4]), cfg, log=lambda m: None, aux=(fwhm, fwhm[:4]),
+        pixel_scale=PIXSCALE, extra=(b, b[:4]), extra_blur=blurred_beta)
+    f_pix = torch.from_numpy(fwhm[:8]).float() / PIXSCALE
+    bt = torch.from_numpy(b[:8]).float()
+    n_blurred = 0
+    for p, be in seen:
+        blur = torch.sqrt((p**2 - f_pix**2).clamp(min=0))
+        torch.testing.assert_close(be, blurred_beta(bt, f_pix, blur), rtol=1e-3, atol=1e-3)
+        n_blurred += int((blur[:, 0] > 0.1).sum())
+        assert bool(((blur[:, 0] > 0.1) == (be[:, 0] > bt[:, 0] + 1e-3)).all())
+    assert len(seen) == 2 and 0 < n_blurred < 16
 
 
 def _exponential_disk(r50: float, seed: int, flux: float = 1500.0, size: int = 64,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,10 @@ __all__ = ["FitConfig", "d4", "degrade", "degrade_with_blur", "fit", "predict",
            "evaluate_loss"]
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+#: ``f(extra, psf_fwhm_pix, blur_fwhm_pix) -> extra'``, tensors ``(B, n_band)``: a further
+#: per-object input of a stamp degraded by an extra Gaussian blur (:func:`fit`)
+BlurInput = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -100,21 +104,36 @@ def degrade(x: torch.Tensor, gen: torch.Generator, prob: float, max_blur: float,
     return degrade_with_blur(x, gen, prob, max_blur, min_scale)[0]
 
 
+Aux = np.ndarray | Sequence[np.ndarray] | None
+
+
+def _aux_arrays(aux: Aux) -> tuple[np.ndarray, ...]:
+    """``aux`` as a tuple of per-object arrays (one array, a sequence of them, or none)."""
+    if aux is None:
+        return ()
+    return (aux,) if isinstance(aux, np.ndarray) else tuple(aux)
+
+
+def _aux_batch(arrays: tuple[np.ndarray, ...], sl: slice) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(a[sl], np.float32)) for a in arrays]
+
+
 def predict(module: torch.nn.Module, stamps: np.ndarray, batch_size: int = 256,
-            aux: np.ndarray | None = None) -> np.ndarray:
+            aux: Aux = None) -> np.ndarray:
     """Run ``module`` (eval, inference mode) over ``stamps`` (N, C, H, W) -> float32 array.
 
-    ``aux`` (N, ...) is passed as the module's second argument when given.
+    ``aux``: one per-object array (N, ...) or a sequence of them, passed after the
+    stamps as the module's further arguments, in order.
     """
     module.eval()
+    arrays = _aux_arrays(aux)
     outs = []
     with torch.inference_mode():
         for i in range(0, len(stamps), batch_size):
-            x = torch.from_numpy(stamps[i:i + batch_size]).contiguous(
+            sl = slice(i, i + batch_size)
+            x = torch.from_numpy(np.ascontiguousarray(stamps[sl])).contiguous(
                 memory_format=torch.channels_last)
-            extra = () if aux is None else (
-                torch.from_numpy(np.asarray(aux[i:i + batch_size], np.float32)),)
-            outs.append(module(x, *extra).float().numpy())
+            outs.append(module(x, *_aux_batch(arrays, sl)).float().numpy())
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
@@ -129,6 +148,8 @@ def fit(
     log: Callable[[str], None] = print,
     aux: tuple[np.ndarray, np.ndarray] | None = None,
     pixel_scale: float = 1.0,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+    extra_blur: BlurInput | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; keep the best-validation weights.
 
@@ -155,6 +176,13 @@ def fit(
         in quadrature by the extra blur.
     pixel_scale : float
         arcsec / pixel (to convert ``aux`` and the blur).
+    extra : (train, validation) arrays, optional
+        A further per-object input ``(N, n_band)`` (e.g. the PSF's Moffat beta),
+        passed as ``model(x, psf_pix, extra)``; needs ``aux``.
+    extra_blur : callable, optional
+        ``extra_blur(extra, psf_pix, blur_fwhm_pix) -> extra'``: the input of a degraded
+        stamp (``psf_pix`` its PSF FWHM before the extra Gaussian blur of FWHM
+        ``blur_fwhm_pix``, both in pixels); ``extra`` is passed unchanged without it.
 
     Returns
     -------
@@ -189,11 +217,15 @@ def fit(
                                             cfg.degrade_min_scale)
             x = x.contiguous(memory_format=torch.channels_last)
             t = transform_targets(tgt_all[idx], k)
-            extra = ()
+            inputs: tuple[torch.Tensor, ...] = ()
             if aux is not None:
                 fwhm = torch.from_numpy(np.asarray(aux[0][idx], np.float32)) / pixel_scale
-                extra = (torch.sqrt(fwhm**2 + (FWHM_PER_SIGMA * blur[:, None]) ** 2),)
-            loss = loss_fn(model(x, *extra), t)
+                blur_fwhm = FWHM_PER_SIGMA * blur[:, None]
+                inputs = (torch.sqrt(fwhm**2 + blur_fwhm**2),)
+                if extra is not None:
+                    e = torch.from_numpy(np.asarray(extra[0][idx], np.float32))
+                    inputs += (e if extra_blur is None else extra_blur(e, fwhm, blur_fwhm),)
+            loss = loss_fn(model(x, *inputs), t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -202,8 +234,9 @@ def fit(
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 log(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} "
                     f"loss {total / (step + 1):.4f} ({time.perf_counter() - t0:.0f} s)")
-        val_loss = evaluate_loss(model, val[0], val[1], loss_fn,
-                                 aux=None if aux is None else aux[1] / pixel_scale)
+        val_aux = () if aux is None else (aux[1] / pixel_scale,) + (
+            () if extra is None else (extra[1],))
+        val_loss = evaluate_loss(model, val[0], val[1], loss_fn, aux=val_aux)
         rec = {"epoch": epoch + 1, "train_loss": total / steps_per_epoch, "val_loss": val_loss,
                "seconds": time.perf_counter() - t0}
         history.append(rec)
@@ -218,20 +251,20 @@ def fit(
 
 def evaluate_loss(model: torch.nn.Module, stamps: np.ndarray, targets: np.ndarray,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  batch_size: int = 256, aux: np.ndarray | None = None) -> float:
+                  batch_size: int = 256, aux: Aux = None) -> float:
     """Mean loss over a set (eval mode, no augmentation), weighted by batch size.
 
-    ``aux`` (N, ...) is passed as the model's second argument when given.
+    ``aux``: per-object array(s) passed after the stamps, as in :func:`predict`.
     """
     model.eval()
+    arrays = _aux_arrays(aux)
     total, count = 0.0, 0
     with torch.inference_mode():
         for i in range(0, len(stamps), batch_size):
-            x = torch.from_numpy(stamps[i:i + batch_size]).contiguous(
+            sl = slice(i, i + batch_size)
+            x = torch.from_numpy(np.ascontiguousarray(stamps[sl])).contiguous(
                 memory_format=torch.channels_last)
-            t = torch.from_numpy(np.ascontiguousarray(targets[i:i + batch_size]))
-            extra = () if aux is None else (
-                torch.from_numpy(np.asarray(aux[i:i + batch_size], np.float32)),)
-            total += float(loss_fn(model(x, *extra), t)) * len(x)
+            t = torch.from_numpy(np.ascontiguousarray(targets[sl]))
+            total += float(loss_fn(model(x, *_aux_batch(arrays, sl)), t)) * len(x)
             count += len(x)
     return total / max(count, 1)

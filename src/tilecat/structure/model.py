@@ -201,13 +201,7 @@ def predict_structure(module: nn.Module, stamps: np.ndarray,
     ndarray of float32, shape (N, 8)
         ``mu`` then ``sigma``.
     """
-    module.eval()
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(stamps), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(stamps[i:i + batch_size])).contiguous(
-                memory_format=torch.channels_last)
-            extra = [torch.from_numpy(np.ascontiguousarray(a[i:i + batch_size], np.float32))
-                     for a in inputs]
-            outs.append(module(x, *extra).float().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 2 * len(TARGETS)), np.float32)
+    from ..morphology.fit import predict
+
+    out = predict(module, stamps, batch_size, aux=list(inputs))
+    return out.reshape(-1, 2 * len(TARGETS))

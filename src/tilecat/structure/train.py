@@ -41,39 +41,6 @@ def blurred_beta(beta: "Any", fwhm: "Any", blur_fwhm: "Any") -> "Any":
     return beta / share.clamp(min=1e-6) ** p
 
 
-def _pack_psf(fwhm: np.ndarray, beta: np.ndarray, pixel_scale: float) -> np.ndarray:
-    """FWHM [arcsec] and beta per band -> the one ``aux`` array the training loop takes.
-
-    :func:`tilecat.morphology.fit.fit` divides its ``aux`` by the pixel scale and widens
-    it in quadrature by a degraded stamp's extra blur; packed as ``[fwhm, beta *
-    pixel_scale, 0]`` ``(N, 2 n_band + 1)`` the model receives ``[fwhm', sqrt(beta^2 +
-    b^2), b]`` (pixels; ``b`` the blur FWHM, 0 when not degraded), from which
-    :func:`_packed_module` recovers beta and the blur.
-    """
-    return np.concatenate([fwhm, beta * pixel_scale, np.zeros((len(fwhm), 1))],
-                          axis=1).astype(np.float32)
-
-
-def _packed_module(net: "Any") -> "Any":
-    """Training wrapper of a beta-input :class:`StructureNet` taking :func:`_pack_psf`'s
-    array (as transformed by the training loop): ``net(x, fwhm', blurred_beta)``."""
-    from torch import nn
-
-    class PackedPSF(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.net = inner
-
-        def forward(self, x: "Any", packed: "Any") -> "Any":
-            nb = (packed.shape[1] - 1) // 2
-            fwhm, b = packed[:, :nb], packed[:, -1:]
-            beta = (packed[:, nb:2 * nb] ** 2 - b**2).clamp(min=1e-6).sqrt()
-            f0 = (fwhm**2 - b**2).clamp(min=1e-6).sqrt()
-            return self.net(x, fwhm, blurred_beta(beta, f0, b))
-
-    return PackedPSF(net)
-
-
 def model_inputs(model_arch: dict[str, Any], ss: "Any", where: str = "") -> list[np.ndarray]:
     """The per-object inputs of a structure model with ``model_arch`` from a stamp set:
     ``[]``, ``[psf_fwhm]`` or ``[psf_fwhm, psf_beta]`` (float32 ``(N, n_band)``).
@@ -224,17 +191,12 @@ def train_structure(
 
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                     degrade_prob=degrade_prob)
-    aux = None
-    trained: Any = net
-    if len(inputs) == 2:  # FWHM and beta through the loop's single aux array
-        packed = _pack_psf(inputs[0], inputs[1], data.pixel_scale)
-        aux = (packed[tr], packed[va])
-        trained = _packed_module(net)
-    elif inputs:
-        aux = (inputs[0][tr], inputs[0][va])
-    history = fit(trained, data.stamps[tr], targets[tr], loss, transform_structure,
+    aux = (inputs[0][tr], inputs[0][va]) if inputs else None
+    extra = (inputs[1][tr], inputs[1][va]) if len(inputs) == 2 else None
+    history = fit(net, data.stamps[tr], targets[tr], loss, transform_structure,
                   (data.stamps[va], targets[va]), cfg, log, aux=aux,
-                  pixel_scale=data.pixel_scale)
+                  pixel_scale=data.pixel_scale, extra=extra,
+                  extra_blur=blurred_beta if extra is not None else None)
     model = MirrorAveraged(net, data.pixel_scale).eval()
 
     if heldout is not None:
