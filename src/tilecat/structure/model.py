@@ -99,7 +99,8 @@ class StructureNet(nn.Module):
         return torch.cat([out[:, :k], out[:, k:].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)], dim=1)
 
 
-def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def gaussian_nll(out: torch.Tensor, target: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean heteroscedastic Gaussian NLL per target (constant dropped).
 
     Parameters
@@ -108,6 +109,9 @@ def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ``mu`` then ``ln sigma``.
     target : (N, 4) tensor
         True values; NaN entries are ignored.
+    weight : (N,) tensor, optional
+        Per-object weight of the first target's (ln r50) term: its mean becomes
+        ``sum(w nll) / n`` over the finite entries (other targets unweighted).
 
     Returns
     -------
@@ -120,6 +124,8 @@ def gaussian_nll(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     t = torch.where(ok, target, mu.detach())
     nll = 0.5 * ((t - mu) * torch.exp(-log_sigma)) ** 2 + log_sigma
     nll = torch.where(ok, nll, torch.zeros_like(nll))
+    if weight is not None:
+        nll = torch.cat([nll[:, :1] * weight[:, None].to(nll.dtype), nll[:, 1:]], dim=1)
     return nll.sum(0) / ok.sum(0).clamp(min=1)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["train_structure", "structure_targets", "transform_structure", "to_columns",
-           "blurred_beta", "model_inputs"]
+           "blurred_beta", "model_inputs", "size_weights"]
 
 VERSION = "1"
 
@@ -63,6 +63,45 @@ def model_inputs(model_arch: dict[str, Any], ss: "Any", where: str = "") -> list
                                  "simulated before the PSF's Moffat beta was recorded)")
             out.append(np.asarray(ss.psf_beta, np.float32))
     return out
+
+
+def size_weights(ln_r50: np.ndarray, power: float = 0.5, max_weight: float = 4.0,
+                 bins: int = 24) -> np.ndarray:
+    """Per-galaxy weights of the r50 loss term that flatten the training set's size prior.
+
+    A network trained with a Gaussian NLL predicts the posterior mean of ln r50, which is
+    pulled toward the bulk of the training sizes wherever the image constrains the size
+    poorly (large galaxies whose wings fall off the stamp or into the noise): they are
+    systematically shrunk. Weighting each galaxy by ``p(ln r50) ** -power`` (``p`` a
+    histogram density of the training set's ln r50 over ``bins`` equal bins between its
+    0.5 and 99.5 percentiles, sizes outside take the edge bins) flattens that prior
+    (``power = 1``: flat). Weights are clipped to ``max_weight`` times their median and
+    normalised to mean 1.
+
+    Parameters
+    ----------
+    ln_r50 : ndarray, shape (N,)
+        ln r50 (any unit; NaN gets weight 1).
+    power, max_weight : float
+    bins : int
+
+    Returns
+    -------
+    ndarray of float32, shape (N,)
+    """
+    x = np.asarray(ln_r50, float)
+    ok = np.isfinite(x)
+    w = np.ones(len(x))
+    if ok.sum() < 2 or power == 0:
+        return w.astype(np.float32)
+    lo, hi = np.percentile(x[ok], [0.5, 99.5])
+    edges = np.linspace(lo, hi, bins + 1)
+    idx = np.clip(np.searchsorted(edges, x[ok], side="right") - 1, 0, bins - 1)
+    counts = np.bincount(idx, minlength=bins).astype(float)
+    w[ok] = np.maximum(counts[idx], 1.0) ** -float(power)
+    w[ok] = np.minimum(w[ok], max_weight * np.median(w[ok]))
+    w[ok] /= w[ok].mean()
+    return w.astype(np.float32)
 
 
 def structure_targets(labels: dict[str, np.ndarray], pixel_scale: float) -> np.ndarray:
@@ -123,6 +162,7 @@ def train_structure(
     recipe: str | None = None,
     degrade_prob: float = 0.0,
     init: str | Path | None = None,
+    size_weighting: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the structure network and write ``weights.safetensors`` + ``card.json``.
@@ -135,7 +175,9 @@ def train_structure(
     set's ``psf_beta``; degraded stamps get :func:`blurred_beta`). Starting from
     ``init``, the saved model's arch is kept; ``arch`` may only add
     ``psf_beta_input: true``, whose new first-layer weights start at zero (the
-    network starts as the saved one).
+    network starts as the saved one). ``size_weighting`` (``{"power": .., "max_weight":
+    .., "bins": ..}``, default none: unweighted) weights each galaxy's ln r50 loss term
+    by :func:`size_weights` of the training set (validation loss weighted alike).
 
     Returns
     -------
@@ -186,8 +228,16 @@ def train_structure(
                               "added)")
     inputs = model_inputs(arch, data, str(train))
 
+    k = targets.shape[1]
+    if size_weighting:
+        sw = size_weights(targets[:, 0], **size_weighting)
+        log(f"r50 loss weights {size_weighting}: range {sw.min():.2f}-{sw.max():.2f}")
+        targets = np.concatenate([targets, sw[:, None]], axis=1)
+
     def loss(out: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-        return gaussian_nll(out, t).sum()
+        if t.shape[1] == k:
+            return gaussian_nll(out, t).sum()
+        return gaussian_nll(out, t[:, :k], weight=t[:, k]).sum()
 
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                     degrade_prob=degrade_prob)
@@ -240,7 +290,9 @@ def train_structure(
             "augmentation": "dihedral D4 (quarter turn negates e1, e2; mirror negates e2)"
             + ("; degraded stamps' beta input: blurred_beta" if arch.get("psf_beta_input")
                else ""),
-            "loss": "heteroscedastic Gaussian negative log-likelihood",
+            "loss": "heteroscedastic Gaussian negative log-likelihood"
+            + (f"; ln r50 term weighted by size_weights({size_weighting})"
+               if size_weighting else ""),
             "val_fraction": val_fraction, "history": history,
         },
         "evaluation": {
