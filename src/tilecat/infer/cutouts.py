@@ -35,6 +35,8 @@ class Cutouts:
         Stamp side in pixels.
     chunk : int
         Objects per Zarr chunk along ``object`` (reads are aligned to it).
+    attrs : dict
+        The store's attributes (e.g. ``psf``, the Moffat PSF per band from detect).
     """
 
     path: Path
@@ -43,6 +45,7 @@ class Cutouts:
     size: int
     chunk: int
     _stamp: Any
+    attrs: dict[str, Any] = field(default_factory=dict)
     _extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -129,6 +132,7 @@ def open_cutouts(path: str | Path, tile: str) -> Cutouts:
         size=int(stamp.sizes["y"]),
         chunk=max(1, int(chunks[0])),
         _stamp=stamp.variable,
+        attrs=dict(ds.attrs),
         _extra={str(k): ds[k].variable for k in ds.data_vars
                 if k not in ("stamp", "object_id") and ds[k].dims[:1] == ("object",)
                 and np.issubdtype(ds[k].dtype, np.number)},

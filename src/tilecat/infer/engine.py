@@ -83,25 +83,24 @@ def tile_psf_fwhm(config: Mapping[str, Any], tile: str, bands: Sequence[str]) ->
     return np.array([float(psf[b]) for b in bands], dtype=np.float32)
 
 
-def tile_psf_beta(cutouts_path: str | Path, tile: str, bands: Sequence[str]) -> np.ndarray:
+def tile_psf_beta(cutouts: Cutouts, tile: str) -> np.ndarray:
     """Moffat beta of the PSF per band of ``tile`` (dimensionless), measured on its stars.
 
-    Read from the ``psf`` attribute of ``cutouts.zarr``, written by the detect stage
+    From the ``psf`` attribute of ``cutouts.zarr``, written by the detect stage
     (:mod:`tilecat.detect.psf`; the configured default beta for a band with too few
     stars).
 
     Parameters
     ----------
-    cutouts_path : path
-        The tile's ``cutouts.zarr``.
+    cutouts : Cutouts
+        The tile's opened cutouts store.
     tile : str
         Tile id (messages).
-    bands : sequence of str
-        Band order of the result.
 
     Returns
     -------
     ndarray of float32, shape (n_band,)
+        In the order of ``cutouts.bands``.
 
     Raises
     ------
@@ -109,20 +108,13 @@ def tile_psf_beta(cutouts_path: str | Path, tile: str, bands: Sequence[str]) -> 
         The attribute, or the beta of a band, is missing or not a positive number.
     """
     from ..errors import InputError
-    from ..store import read_attrs
 
-    try:
-        attrs = read_attrs(cutouts_path)
-    except (OSError, ValueError) as exc:
-        raise InputError(tile, str(cutouts_path),
-                         f"cannot read the PSF beta from the cutouts store attributes: {exc}"
-                         ) from exc
-    psf = attrs.get("psf")
+    psf = cutouts.attrs.get("psf")
     if not isinstance(psf, Mapping):
-        raise InputError(tile, str(cutouts_path), "no 'psf' attribute (the Moffat PSF per "
+        raise InputError(tile, str(cutouts.path), "no 'psf' attribute (the Moffat PSF per "
                          "band the detect stage measures); re-run detect for this tile")
     values, missing = [], []
-    for b in bands:
+    for b in cutouts.bands:
         entry = psf.get(b)
         beta = entry.get("beta") if isinstance(entry, Mapping) else None
         if isinstance(beta, bool) or not isinstance(beta, int | float) \
@@ -131,7 +123,7 @@ def tile_psf_beta(cutouts_path: str | Path, tile: str, bands: Sequence[str]) -> 
         else:
             values.append(float(beta))
     if missing:
-        raise InputError(tile, str(cutouts_path), f"PSF beta of band(s) {missing} missing "
+        raise InputError(tile, str(cutouts.path), f"PSF beta of band(s) {missing} missing "
                          "from the 'psf' attribute; re-run detect for this tile")
     return np.array(values, dtype=np.float32)
 
@@ -353,7 +345,7 @@ def run_infer(config: Mapping[str, Any], tile: str) -> None:
             psf = tile_psf_fwhm(config, tile, cutouts.bands)
             context["psf_fwhm"] = np.broadcast_to(psf, (len(cutouts), len(psf)))
         if "psf_beta" in wanted and "psf_beta" not in cutouts.variables:
-            beta = tile_psf_beta(paths["cutouts"], tile, cutouts.bands)
+            beta = tile_psf_beta(cutouts, tile)
             context["psf_beta"] = np.broadcast_to(beta, (len(cutouts), len(beta)))
         raws = infer_arrays(cutouts, loaded, batch_size, device, context=context)
     table = build_table(cutouts.object_id, heads, loaded, raws)
