@@ -252,6 +252,41 @@ def test_structure_sigma_scale_fit_and_head_applies_it():
     np.testing.assert_allclose(cols["struct_e1_err"], 0.1 * scale[2], rtol=1e-5)
 
 
+def test_structure_mean_map_removes_shrinkage_and_head_applies_it():
+    from tilecat.infer.heads import LoadedHead
+    from tilecat.structure.calibrate import fit_mean_map
+    from tilecat.structure.head import COLUMNS, HEAD
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    truth = np.stack([rng.normal(2.0, 0.5, n), rng.normal(0.5, 0.4, n),
+                      rng.normal(0, 0.3, n), rng.normal(0, 0.3, n)], axis=1)
+    # a shrunk, offset network: mu = 0.1 + 0.8 truth (+ Laplace noise); e: 0.85 e, no offset
+    mu = np.empty_like(truth)
+    mu[:, :2] = 0.1 + 0.8 * truth[:, :2] + rng.laplace(0, 0.03, (n, 2))
+    mu[:, 2:] = 0.85 * truth[:, 2:] + rng.laplace(0, 0.01, (n, 2))
+    truth[:5, 1] = np.nan
+    icpt, slope = fit_mean_map(mu, truth)
+    np.testing.assert_allclose(slope, [1 / 0.8, 1 / 0.8, 1 / 0.85, 1 / 0.85], rtol=0.02)
+    np.testing.assert_allclose(icpt[:2], [-0.1 / 0.8] * 2, atol=0.02)
+    assert icpt[2:] == [0.0, 0.0]
+    mapped = np.asarray(icpt) + np.asarray(slope) * mu
+    assert abs(np.nanmedian(mapped[:, 0] - truth[:, 0])) < 0.005
+    assert abs(np.median(mu[:, 0] - truth[:, 0])) > 0.2  # it was biased
+    # the head maps the raw means and scales sigma by |b| x sigma_scale
+    raw = np.concatenate([np.log(np.full((3, 1), 4.0)), np.zeros((3, 3)),
+                          np.full((3, 4), 0.1)], axis=1)
+    lh = LoadedHead(module=None, card={}, columns=COLUMNS,  # type: ignore[arg-type]
+                    extra={"pixel_scale": 0.25, "sigma_scale": np.full(4, 2.0),
+                           "mean_intercept": np.array([0.1, 0.0, 0.0, 0.0]),
+                           "mean_slope": np.array([1.1, 1.0, 1.2, 1.2])})
+    cols = HEAD.postprocess(raw, lh)
+    r50 = np.exp(0.1 + 1.1 * np.log(4.0)) * 0.25
+    np.testing.assert_allclose(cols["struct_r50"], r50, rtol=1e-6)
+    np.testing.assert_allclose(cols["struct_r50_err"], r50 * 0.1 * 1.1 * 2.0, rtol=1e-5)
+    np.testing.assert_allclose(cols["struct_e1_err"], 0.1 * 1.2 * 2.0, rtol=1e-5)
+
+
 def _tiny_stamp_set(path: Path, n: int = 48, size: int = 32, beta: bool = True) -> Path:
     """A small labelled stamp store (Gaussian blobs) with psf_fwhm and, optionally, psf_beta."""
     xr = pytest.importorskip("xarray")

@@ -53,10 +53,16 @@ class StructureHead(Head):
         if psf:  # PSF FWHM [arcsec] and, for newer cards, the Moffat beta, per band
             inputs = (("psf_fwhm", "psf_beta") if arch.get("psf_beta_input")
                       else ("psf_fwhm",))
-        scale = (card.get("uncertainty_calibration") or {}).get("sigma_scale") or [1.0] * 4
+        cal = card.get("uncertainty_calibration") or {}
+        scale = cal.get("sigma_scale") or [1.0] * 4
+        # older cards have no mean map: identity
+        icpt = cal.get("mean_intercept") or [0.0] * 4
+        slope = cal.get("mean_slope") or [1.0] * 4
         return LoadedHead(module=module, card=card, columns=COLUMNS,
                           extra={"pixel_scale": pixscale,
-                                 "sigma_scale": np.asarray(scale, np.float64)},
+                                 "sigma_scale": np.asarray(scale, np.float64),
+                                 "mean_intercept": np.asarray(icpt, np.float64),
+                                 "mean_slope": np.asarray(slope, np.float64)},
                           inputs=inputs)
 
     def output_index(self, loaded: LoadedHead, answer: str) -> int:
@@ -68,8 +74,12 @@ class StructureHead(Head):
         return names.index(key)
 
     def postprocess(self, raw: RawOutput, loaded: LoadedHead) -> dict[str, np.ndarray]:
+        from .calibrate import apply_mean_map
+
         a = np.asarray(raw, dtype=np.float64)
-        mu, sig = a[:, :4], a[:, 4:] * loaded.extra.get("sigma_scale", 1.0)
+        mu, sig = apply_mean_map(a[:, :4], a[:, 4:], loaded.extra.get("mean_intercept", 0.0),
+                                 loaded.extra.get("mean_slope", 1.0))
+        sig = sig * loaded.extra.get("sigma_scale", 1.0)
         r50 = np.exp(mu[:, 0]) * loaded.extra["pixel_scale"]
         n = np.exp(mu[:, 1])
         cols = {
