@@ -57,7 +57,7 @@ rule simulate_training_set:
 rule train_model:
     """One model trained as the recipe says: weights.safetensors + card.json."""
     input:
-        sets=lambda wc: model_set_paths(TRAIN, wc.model, TRAIN_WORK),
+        sets=lambda wc: model_set_paths(TRAIN, wc.model, TRAIN_WORK, f"{TRAIN_OUT}/{wc.model}"),
     output:
         model=directory(f"{TRAIN_OUT}/{{model}}"),
     params:

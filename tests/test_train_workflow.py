@@ -249,7 +249,14 @@ def test_snakemake_train_all_dry_run_and_default_target(tmp_path):
     recipe = load_recipe(RECIPE)
     root = _dry_run_workdir(tmp_path)
     jobs = _job_stats(root, "train_all")
-    assert jobs == {"simulate_training_set": len(recipe.sets), "train_model": 5, "train_all": 1}
+    # one simulation job per set that a stage which trains reads (the plan of each model,
+    # as `tilecat train` decides it): none for stages taken from the shipped weights
+    from tilecat.train.rules import model_set_paths
+
+    needed = {p for m in recipe.models
+              for p in model_set_paths(recipe, m, root / "data/train", root / "results/m")}
+    assert 0 < len(needed) <= len(recipe.sets)
+    assert jobs == {"simulate_training_set": len(needed), "train_model": 5, "train_all": 1}
     default = _job_stats(root)
     assert "all" in default and "ingest" in default
     assert not {"train_all", "train_model", "simulate_training_set"} & set(default)
@@ -304,3 +311,8 @@ def test_sets_simulated_only_for_stages_that_train(tmp_path, monkeypatch):
                  log=lambda m: None)
     assert sorted(asked) == sorted(set(last.train + last.heldout))
     assert len(set(mrec.set_names())) > len(asked)  # earlier stages' sets were not made
+    # the training rule's inputs (what Snakemake simulates) are the same sets
+    from tilecat.train.rules import model_set_paths
+
+    rule_sets = model_set_paths(recipe, "structure", tmp_path / "work", tmp_path / "out")
+    assert sorted(Path(p).stem for p in rule_sets) == sorted(asked)

@@ -19,9 +19,19 @@ __all__ = ["model_set_paths", "simulate_command_args", "set_config_inputs",
 DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 60, "threads": 1}
 
 
-def model_set_paths(recipe: Recipe, model: str, work_dir: str | Path) -> list[str]:
-    """The full-size set stores ``model``'s stages read (``<work>/<name>.zarr``)."""
-    return [str(set_path(work_dir, s)) for s in recipe.model(model).set_names()]
+def model_set_paths(recipe: Recipe, model: str, work_dir: str | Path,
+                    out_dir: str | Path) -> list[str]:
+    """The full-size set stores ``model``'s training run will read (``<work>/<name>.zarr``).
+
+    Only the sets of the stages that will train (:func:`tilecat.train.run.training_plan`
+    at the recipe's thread count): a stage taken from the shipped weights or reused from
+    ``<work>/stages/`` needs none, so the workflow does not simulate them.
+    """
+    from .run import training_plan
+
+    plan = training_plan(model, recipe, work_dir, out_dir,
+                         threads=model_resource(recipe, model, "threads"))
+    return [str(set_path(work_dir, s)) for s in plan.set_names()]
 
 
 def simulate_command_args(recipe: Recipe, name: str) -> str:

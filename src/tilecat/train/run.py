@@ -25,6 +25,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from .recipe import ModelRecipe, Recipe, SetSpec, StageSpec, load_recipe
 from .registry import StageData, TrainerSpec, get_trainer
 from .sets import ensure_set, scaled_root, set_path
 
-__all__ = ["run_training", "stage_kwargs", "stage_dir", "packaged_models_dir",
+__all__ = ["run_training", "training_plan", "TrainingPlan", "stage_kwargs", "stage_dir", "packaged_models_dir",
            "SMOKE_WARNING"]
 
 SMOKE_WARNING = ("SMOKE RUN: training sets and epochs scaled down by the training "
@@ -202,6 +203,84 @@ def _train_stage(trainer: TrainerSpec, stage: StageSpec, data: StageData, target
     return card
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a training run of one model will do, decided before it starts.
+
+    Attributes
+    ----------
+    sets : dict
+        Every set of the model's recipe (scaled), by name.
+    hashes : dict
+        Each stage's recipe hash (chained along ``init_from``).
+    targets : dict
+        Each stage's output directory (the last stage's is ``out_dir``).
+    cached : set of str
+        Stages (not the last) whose weights are reused: from the work directory or the
+        shipped model.
+    needed : set of str
+        Stages run or reused: the last and, back along ``init_from``, those it needs.
+    """
+
+    sets: dict[str, Any]
+    hashes: dict[str, str]
+    targets: dict[str, Path]
+    cached: set[str]
+    needed: set[str]
+    stages: tuple[StageSpec, ...]
+
+    def trained(self) -> list[str]:
+        """Names of the stages that will train, in recipe order."""
+        return [st.name for st in self.stages
+                if st.name in self.needed and st.name not in self.cached]
+
+    def set_names(self) -> list[str]:
+        """The sets the stages that train read (train and held-out), in recipe order
+        without repeats: the only ones the run simulates."""
+        out: list[str] = []
+        for st in self.stages:
+            if st.name in self.trained():
+                out += [s for s in (*st.train, *st.heldout) if s not in out]
+        return out
+
+
+def training_plan(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
+                  out_dir: str | Path, *, threads: int = 1,
+                  scale: float = 1.0) -> TrainingPlan:
+    """Which of ``model``'s stages a run would train, reuse or skip, and their sets.
+
+    The same decision :func:`run_training` acts on, so that the training rule can
+    declare as inputs only the sets the run will read (the Snakemake workflow then
+    simulates no set a reused stage needs).
+
+    Parameters
+    ----------
+    model, recipe, work_dir, out_dir, threads, scale
+        As for :func:`run_training`.
+
+    Returns
+    -------
+    TrainingPlan
+    """
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    mrec: ModelRecipe = rec.model(model)
+    trainer = get_trainer(model)
+    sets = {name: rec.sets[name].scaled(scale) for name in mrec.set_names()}
+    hashes: dict[str, str] = {}
+    for stage in mrec.stages:  # a stage's hash chains its recipe, never its weights
+        hashes[stage.name] = _stage_hash(
+            model, trainer, stage, sets, scale, threads,
+            hashes[stage.init_from] if stage.init_from else None)
+    last = mrec.stages[-1].name
+    targets = {st.name: Path(out_dir) if st.name == last
+               else stage_dir(work_dir, model, st.name, scale) for st in mrec.stages}
+    cached = {st.name for st in mrec.stages if st.name != last
+              and (_reusable(targets[st.name], hashes[st.name])
+                   or _shipped_match(model, st, scale, threads) is not None)}
+    return TrainingPlan(sets=sets, hashes=hashes, targets=targets, cached=cached,
+                        needed=_needed_stages(mrec.stages, cached), stages=mrec.stages)
+
+
 def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
                  out_dir: str | Path, *, threads: int = 1, workers: int = 1,
                  scale: float = 1.0, log: Callable[[str], None] = _log) -> dict[str, Any]:
@@ -250,7 +329,9 @@ def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
     scale, threads, workers = float(scale), int(threads), int(workers)
     _check_run(scale, threads, workers, out_dir)
 
-    sets = {name: rec.sets[name].scaled(scale) for name in mrec.set_names()}
+    plan = training_plan(model, rec, work_dir, out_dir, threads=threads, scale=scale)
+    sets, hashes, targets = plan.sets, plan.hashes, plan.targets
+    cached, need, last = plan.cached, plan.needed, mrec.stages[-1].name
     paths: dict[str, Path] = {}  # simulated on first use: a reused stage needs no sets
 
     def path(name: str) -> Path:
@@ -258,18 +339,6 @@ def run_training(model: str, recipe: str | Path | Recipe, work_dir: str | Path,
             paths[name] = ensure_set(sets[name], set_path(work_dir, name, scale), workers, log)
         return paths[name]
 
-    hashes: dict[str, str] = {}
-    for stage in mrec.stages:  # a stage's hash chains its recipe, never its weights
-        hashes[stage.name] = _stage_hash(
-            model, trainer, stage, sets, scale, threads,
-            hashes[stage.init_from] if stage.init_from else None)
-    last = mrec.stages[-1].name
-    targets = {st.name: out_dir if st.name == last
-               else stage_dir(work_dir, model, st.name, scale) for st in mrec.stages}
-    cached = {st.name for st in mrec.stages if st.name != last
-              and (_reusable(targets[st.name], hashes[st.name])
-                   or _shipped_match(model, st, scale, threads) is not None)}
-    need = _needed_stages(mrec.stages, cached)
     done: dict[str, tuple[Path, str]] = {}
     card: dict[str, Any] = {}
     for stage in mrec.stages:
