@@ -10,7 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tilecat.structure.model import (MirrorAveraged, StructureNet, add_beta_input,  # noqa: E402
+from tilecat.structure.model import (MirrorAveraged, StructureNet, add_beta_input,
+                                     profile_feature, widen_inputs,  # noqa: E402
                                      gaussian_nll, predict_structure)
 from tilecat.structure.train import structure_targets, transform_structure  # noqa: E402
 
@@ -98,6 +99,28 @@ def test_beta_input_required_used_and_mirror_equivariant():
         StructureNet(4, {**TINY, "psf_input": False, "psf_beta_input": True})
 
 
+def test_d4_average_is_invariant_under_quarter_turns_and_mirrors():
+    torch.manual_seed(4)
+    net = StructureNet(4, {**TINY, "psf_beta_input": True}).eval()
+    d4 = MirrorAveraged(net, PIXSCALE, tta="d4").eval()
+    mirror = MirrorAveraged(net, PIXSCALE).eval()
+    x = torch.randn(3, 4, 32, 32)
+    psf, beta = torch.full((3, 4), 1.2), torch.full((3, 4), 2.5)
+    e_sign = torch.tensor([1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0])
+    with torch.inference_mode():
+        ref = d4(x, psf, beta)
+        turned = d4(torch.rot90(x, 1, dims=(-2, -1)), psf, beta)
+        flipped = d4(x.flip(-1), psf, beta)
+        m_ref, m_turned = mirror(x, psf, beta), mirror(torch.rot90(x, 1, dims=(-2, -1)), psf, beta)
+    torch.testing.assert_close(turned, ref * e_sign, rtol=1e-4, atol=1e-5)  # e -> -e
+    torch.testing.assert_close(flipped[:, [0, 1, 2, 4, 5, 6, 7]], ref[:, [0, 1, 2, 4, 5, 6, 7]],
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(flipped[:, 3], -ref[:, 3], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(m_turned, m_ref * e_sign, atol=1e-3)  # mirror-only is not
+    with pytest.raises(ValueError, match="test-time average"):
+        MirrorAveraged(net, PIXSCALE, tta="c4")
+
+
 def test_add_beta_input_starts_as_the_old_network():
     torch.manual_seed(2)
     old = StructureNet(4, TINY).eval()
@@ -112,6 +135,38 @@ def test_add_beta_input_starts_as_the_old_network():
                                        rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         add_beta_input(new, TINY)
+
+
+def test_profile_feature_is_the_curve_of_growth():
+    s, sig = 64, 4.0
+    yy, xx = np.mgrid[:s, :s] - (s - 1) / 2
+    flux = 2000.0 * np.exp(-(xx**2 + yy**2) / (2 * sig**2))  # in noise units
+    x = torch.from_numpy(np.arcsinh(np.stack([flux, 0 * flux]))[None].astype(np.float32))
+    radii = [2.0, 4.0, 8.0, 16.0, 31.0]
+    f = profile_feature(x, radii).reshape(2, len(radii)).numpy()
+    want = (1 - np.exp(-np.square(radii) / (2 * sig**2))) / (1 - np.exp(-31.0**2 / (2 * sig**2)))
+    np.testing.assert_allclose(f[0] + 0.5, want, atol=0.03)  # pixelised circles
+    assert f[0, -1] == pytest.approx(0.5)
+    np.testing.assert_allclose(f[1], -0.5, atol=1e-6)  # empty band: 0 / floor
+    # invariant under the dihedral group (the training augmentations)
+    for g in (x.flip(-1), x.rot90(1, (-2, -1))):
+        torch.testing.assert_close(profile_feature(g, radii), profile_feature(x, radii))
+
+
+def test_widen_inputs_adds_profile_with_zero_weights():
+    torch.manual_seed(3)
+    old = StructureNet(4, {**TINY, "psf_beta_input": True}).eval()
+    arch = {**TINY, "psf_beta_input": True, "profile_radii": [2, 4, 8, 15]}
+    new = widen_inputs(old, arch).eval()
+    assert new.head.fc1.in_features == old.head.fc1.in_features + 4 * 4
+    x, psf, beta = torch.randn(5, 4, 32, 32), torch.full((5, 4), 4.5), torch.full((5, 4), 3.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(new(x, psf, beta), old(x, psf, beta), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="keep every input"):
+        widen_inputs(new, {**TINY, "psf_beta_input": True})  # removes the profile
+    no_beta = StructureNet(4, {**TINY, "profile_radii": [2, 4]})
+    with pytest.raises(ValueError, match="keep every input"):  # beta would go before it
+        widen_inputs(no_beta, {**TINY, "psf_beta_input": True, "profile_radii": [2, 4]})
 
 
 def test_head_inputs_follow_the_card(tmp_path):

@@ -10,11 +10,16 @@ seeing, not only for the training set's. With ``arch['psf_beta_input']`` the Mof
 beta of each band's PSF joins them too (as :func:`beta_feature` ``= 3 / beta - 1``):
 at a given FWHM a low-beta PSF puts much more light into its wings (its own
 half-light radius is 0.57 FWHM at beta 4.5, 0.68 at 2.5, 1.13 at 1.5), which a
-network told only the FWHM reads as a larger galaxy.
+network told only the FWHM reads as a larger galaxy. With ``arch['profile_radii']`` the
+stamp's curve of growth per band (:func:`profile_feature`: the fraction of the flux
+within the outermost radius that lies within each radius) joins them as well: a direct
+measurement of how the light is spread out to the stamp's edge, which the pooled
+convolutional features only encode implicitly.
 
 :class:`MirrorAveraged` is the inference module: it averages the predictions for a
-stamp and for its mirror image (whose e2 changes sign), so that the outputs are
-exactly mirror-equivariant, and returns ``(mu, sigma)`` as an ``(N, 8)`` tensor.
+stamp and for its mirror image (whose e2 changes sign), or with ``arch['tta'] = 'd4'``
+over all quarter turns and mirrors, so that the outputs are exactly mirror-equivariant,
+and returns ``(mu, sigma)`` as an ``(N, 8)`` tensor.
 """
 
 from __future__ import annotations
@@ -29,14 +34,17 @@ from torch import nn
 from ..morphology.net import DEFAULT_ARCH, MLP, Trunk
 
 __all__ = ["TARGETS", "StructureNet", "MirrorAveraged", "build", "gaussian_nll",
-           "beta_feature", "add_beta_input", "predict_structure", "MIRROR_SIGN", "LOG_SIGMA_MIN",
-           "LOG_SIGMA_MAX", "BETA_MIN"]
+           "beta_feature", "profile_feature", "add_beta_input", "widen_inputs",
+           "predict_structure", "MIRROR_SIGN", "LOG_SIGMA_MIN",
+           "LOG_SIGMA_MAX", "BETA_MIN", "TTA_MODES"]
 
 #: regression targets in output order
 TARGETS: tuple[str, ...] = ("ln_r50_pix", "ln_sersic_n", "e1", "e2")
 #: sign change of each target under a left-right mirror
 MIRROR_SIGN: tuple[float, ...] = (1.0, 1.0, 1.0, -1.0)
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 3.0
+#: test-time averages of :class:`MirrorAveraged` (``arch['tta']``)
+TTA_MODES: tuple[str, ...] = ("mirror", "d4")
 #: Moffat betas below this are clamped to it (beta <= 1 has infinite flux)
 BETA_MIN = 1.2
 
@@ -59,6 +67,45 @@ def beta_feature(beta: torch.Tensor) -> torch.Tensor:
     return 3.0 / beta.clamp(min=BETA_MIN) - 1.0
 
 
+def profile_feature(x: torch.Tensor, radii: Sequence[float]) -> torch.Tensor:
+    """Curve of growth of each band: flux within each radius / flux within the last.
+
+    The stamps are ``arcsinh(F / sigma)`` (:func:`tilecat.normalize.asinh_norm`), so
+    ``sinh(x)`` is the flux in units of the noise. Apertures are circles about the
+    stamp centre (pixel centres at distance <= r). The denominator is held at >= 5
+    times the noise of the outermost aperture's sum, so that a band where the object is
+    not detected gives small fractions rather than noise divided by noise; fractions
+    are clipped to [-1, 2] and shifted by -0.5. Computed in float32 (``sinh`` of a
+    bright pixel overflows half precision).
+
+    Parameters
+    ----------
+    x : tensor (N, n_band, S, S)
+        Normalised stamps.
+    radii : sequence of float, length K
+        Aperture radii in pixels, increasing.
+
+    Returns
+    -------
+    tensor (N, n_band * K)
+        Band-major: band 0's K fractions, then band 1's, ...
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        f = torch.sinh(x.float())
+        s = x.shape[-1]
+        c = (s - 1) / 2.0
+        yy, xx = torch.meshgrid(torch.arange(s, device=x.device, dtype=torch.float32) - c,
+                                torch.arange(s, device=x.device, dtype=torch.float32) - c,
+                                indexing="ij")
+        r = torch.sqrt(yy * yy + xx * xx)
+        rad = torch.as_tensor(list(radii), dtype=torch.float32, device=x.device)
+        masks = (r[None] <= rad[:, None, None]).float()  # (K, S, S)
+        cum = torch.einsum("nbij,kij->nbk", f, masks)
+        floor = 5.0 * torch.sqrt(masks[-1].sum())
+        frac = cum / cum[..., -1:].clamp(min=floor)
+        return (frac.clamp(-1.0, 2.0) - 0.5).flatten(1)
+
+
 class StructureNet(nn.Module):
     """Trunk (+ PSF) + MLP -> ``(N, 8)``: ``mu`` (4) then ``ln sigma`` (4).
 
@@ -66,7 +113,7 @@ class StructureNet(nn.Module):
     ``(N, n_band)`` in pixels (ignored unless ``arch['psf_input']``) and the PSF's
     Moffat beta ``(N, n_band)`` (ignored unless ``arch['psf_beta_input']``, which
     needs ``psf_input``). The MLP's input is ``[trunk features, ln(FWHM / 4 px),
-    beta_feature(beta)]``.
+    beta_feature(beta), profile_feature(x)]`` (the last with ``arch['profile_radii']``).
     """
 
     def __init__(self, n_band: int, arch: dict[str, Any] | None = None) -> None:
@@ -76,9 +123,12 @@ class StructureNet(nn.Module):
         self.psf_beta_input = bool(a.get("psf_beta_input", False))
         if self.psf_beta_input and not self.psf_input:
             raise ValueError("structure arch: psf_beta_input needs psf_input")
+        self.profile_radii = tuple(float(r) for r in (a.get("profile_radii") or ()))
+        if list(self.profile_radii) != sorted(set(self.profile_radii)):
+            raise ValueError("structure arch: profile_radii must increase")
         self.trunk = Trunk(n_band, a["widths"], a["strides"], a["kernels"])
         n_in = (self.trunk.n_features + (n_band if self.psf_input else 0)
-                + (n_band if self.psf_beta_input else 0))
+                + (n_band if self.psf_beta_input else 0) + n_band * len(self.profile_radii))
         self.head = MLP(n_in, int(a["hidden"]), 2 * len(TARGETS), float(a["dropout"]))
 
     def forward(self, x: torch.Tensor, psf_pix: torch.Tensor | None = None,
@@ -94,6 +144,8 @@ class StructureNet(nn.Module):
                                      "per band (input 'psf_beta')")
                 feats.append(beta_feature(psf_beta.to(f.dtype)))
             f = torch.cat(feats, dim=1)
+        if self.profile_radii:
+            f = torch.cat([f, profile_feature(x, self.profile_radii).to(f.dtype)], dim=1)
         out = self.head(f)
         k = len(TARGETS)
         return torch.cat([out[:, :k], out[:, k:].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)], dim=1)
@@ -130,47 +182,100 @@ def gaussian_nll(out: torch.Tensor, target: torch.Tensor,
 
 
 class MirrorAveraged(nn.Module):
-    """Inference: mirror-averaged ``(mu, sigma)``, ``(N, 8)``.
+    """Inference: symmetry-averaged ``(mu, sigma)``, ``(N, 8)``.
 
     ``forward(x, psf_fwhm, psf_beta)`` with the PSF FWHM per band in arcsec
     ``(N, n_band)`` (converted to pixels with ``pixel_scale``) and, for a network with
-    ``psf_beta_input``, the PSF's Moffat beta per band ``(N, n_band)``. ``mu = [mu(x) + M mu(mirror x)] / 2``
-    with ``M`` flipping the sign of e2; ``sigma = sqrt([sigma(x)^2 + sigma(mirror x)^2] / 2)``.
+    ``psf_beta_input``, the PSF's Moffat beta per band ``(N, n_band)``.
+
+    ``tta="mirror"``: ``mu = [mu(x) + M mu(mirror x)] / 2`` with ``M`` flipping the sign
+    of e2. ``tta="d4"``: the average over the 8 elements of the dihedral group (the four
+    quarter turns of ``x`` and of its mirror image), each mapped back (a quarter turn
+    negates e1 and e2): the outputs are then exactly invariant (r50, n) or equivariant
+    (e1, e2) under every quarter turn and mirror, and the network's own orientation
+    noise averages down (4x the cost of ``mirror``). ``sigma`` is the root mean square of
+    the members' sigmas.
     """
 
-    def __init__(self, net: StructureNet, pixel_scale: float = 1.0) -> None:
+    def __init__(self, net: StructureNet, pixel_scale: float = 1.0,
+                 tta: str = "mirror") -> None:
         super().__init__()
+        if tta not in TTA_MODES:
+            raise ValueError(f"structure: test-time average {tta!r} is not 'mirror' or 'd4'")
         self.net = net
         self.pixel_scale = float(pixel_scale)
+        self.turns = 4 if tta == "d4" else 1
         self.register_buffer("sign", torch.tensor(MIRROR_SIGN), persistent=False)
 
     def forward(self, x: torch.Tensor, psf_fwhm: torch.Tensor | None = None,
                 psf_beta: torch.Tensor | None = None) -> torch.Tensor:
         n, k = x.shape[0], len(TARGETS)
-        both = torch.cat([x, x.flip(-1)], dim=0)
-        if both.device.type == "cpu":
-            both = both.contiguous(memory_format=torch.channels_last)
         psf = None if psf_fwhm is None else torch.cat([psf_fwhm, psf_fwhm]) / self.pixel_scale
         beta = None if psf_beta is None else torch.cat([psf_beta, psf_beta])
-        out = self.net(both, psf, beta).float()
-        mu = (out[:n, :k] + out[n:, :k] * self.sign) / 2
-        var = (torch.exp(2 * out[:n, k:]) + torch.exp(2 * out[n:, k:])) / 2
-        return torch.cat([mu, torch.sqrt(var)], dim=1)
+        mu_sum: torch.Tensor | None = None
+        var_sum: torch.Tensor | None = None
+        for turn in range(self.turns):
+            xt = x if turn == 0 else torch.rot90(x, turn, dims=(-2, -1))
+            both = torch.cat([xt, xt.flip(-1)], dim=0)
+            if both.device.type == "cpu":
+                both = both.contiguous(memory_format=torch.channels_last)
+            out = self.net(both, psf, beta).float()
+            mu = out[:n, :k] + out[n:, :k] * self.sign
+            if turn % 2:  # a quarter turn rotates the position angle by 90 deg: e -> -e
+                mu = mu * torch.tensor([1.0, 1.0, -1.0, -1.0], device=mu.device)
+            var = torch.exp(2 * out[:n, k:]) + torch.exp(2 * out[n:, k:])
+            mu_sum = mu if mu_sum is None else mu_sum + mu
+            var_sum = var if var_sum is None else var_sum + var
+        assert mu_sum is not None and var_sum is not None
+        m = 2 * self.turns
+        return torch.cat([mu_sum / m, torch.sqrt(var_sum / m)], dim=1)
 
 
 def build(card: dict[str, Any]) -> MirrorAveraged:
     """The (untrained) inference module described by a model card."""
-    return MirrorAveraged(StructureNet(len(card["input"]["bands"]), card.get("arch")),
-                          float(card["input"].get("pixel_scale", 1.0)))
+    arch = card.get("arch") or {}
+    return MirrorAveraged(StructureNet(len(card["input"]["bands"]), arch),
+                          float(card["input"].get("pixel_scale", 1.0)),
+                          tta=str(arch.get("tta", "mirror")))
 
 
 @torch.no_grad()
+def widen_inputs(net: StructureNet, arch: dict[str, Any]) -> StructureNet:
+    """A copy of ``net`` with more MLP inputs (``arch`` adds beta and/or profile inputs).
+
+    The new network has ``arch`` and every weight of ``net``; the first MLP layer's
+    weights of the added features (appended after the old ones: beta, then the
+    profile) are zero, so it computes exactly what ``net`` computed until trained.
+
+    Raises
+    ------
+    ValueError
+        ``arch`` removes an input ``net`` has, changes the trunk or adds nothing.
+    """
+    n_band = net.trunk.layers[0].conv.in_channels
+    new = StructureNet(n_band, arch)
+    old_in, new_in = net.head.fc1.in_features, new.head.fc1.in_features
+    kept = ((new.psf_input or not net.psf_input)
+            and (new.psf_beta_input or not net.psf_beta_input)
+            # a network with profile inputs can only keep them: new features go last
+            and (not net.profile_radii or (new.profile_radii == net.profile_radii
+                                           and new.psf_beta_input == net.psf_beta_input)))
+    if not kept or new_in <= old_in:
+        raise ValueError("widen_inputs: the new arch must keep every input of the network "
+                         "and add beta and/or profile inputs")
+    state = dict(net.state_dict())
+    w = state["head.fc1.weight"]
+    state["head.fc1.weight"] = torch.cat([w, w.new_zeros(w.shape[0], new_in - old_in)], dim=1)
+    new.load_state_dict(state)
+    return new
+
+
 def add_beta_input(net: StructureNet, arch: dict[str, Any]) -> StructureNet:
     """A copy of ``net`` (without beta input) that also takes the Moffat beta.
 
-    The new network has ``arch`` (``net``'s with ``psf_beta_input: true``) and every
-    weight of ``net``; the first MLP layer's weights of the new beta features are zero,
-    so it computes exactly what ``net`` computed, whatever the beta, until trained.
+    :func:`widen_inputs` with ``psf_beta_input: true``: the new beta features' first-layer
+    weights are zero, so it computes exactly what ``net`` computed, whatever the beta,
+    until trained.
 
     Raises
     ------
@@ -180,13 +285,7 @@ def add_beta_input(net: StructureNet, arch: dict[str, Any]) -> StructureNet:
     if net.psf_beta_input or not net.psf_input:
         raise ValueError("add_beta_input: need a network with psf_input and without "
                          "psf_beta_input")
-    n_band = net.trunk.layers[0].conv.in_channels
-    new = StructureNet(n_band, {**arch, "psf_input": True, "psf_beta_input": True})
-    state = dict(net.state_dict())
-    w = state["head.fc1.weight"]
-    state["head.fc1.weight"] = torch.cat([w, w.new_zeros(w.shape[0], n_band)], dim=1)
-    new.load_state_dict(state)
-    return new
+    return widen_inputs(net, {**arch, "psf_input": True, "psf_beta_input": True})
 
 
 def predict_structure(module: nn.Module, stamps: np.ndarray,

@@ -174,8 +174,10 @@ def train_structure(
     With ``arch['psf_beta_input']`` it takes the PSF's Moffat beta per band too (the
     set's ``psf_beta``; degraded stamps get :func:`blurred_beta`). Starting from
     ``init``, the saved model's arch is kept; ``arch`` may only add
-    ``psf_beta_input: true``, whose new first-layer weights start at zero (the
-    network starts as the saved one). ``size_weighting`` (``{"power": .., "max_weight":
+    ``psf_beta_input: true`` and ``profile_radii`` (the curve-of-growth features of
+    :func:`~tilecat.structure.model.profile_feature`), whose new first-layer weights start
+    at zero (the network starts as the saved one), and may set ``tta`` (the inference
+    module's test-time average, ``mirror`` or ``d4``: :class:`MirrorAveraged`). ``size_weighting`` (``{"power": .., "max_weight":
     .., "bins": ..}``, default none: unweighted) weights each galaxy's ln r50 loss term
     by :func:`size_weights` of the training set (validation loss weighted alike).
 
@@ -192,7 +194,8 @@ def train_structure(
     from ..morphology.metrics import structure_metrics
     from ..morphology.net import DEFAULT_ARCH
     from ..morphology.train import _provenance, card_input, split
-    from .model import TARGETS, MirrorAveraged, StructureNet, gaussian_nll, predict_structure
+    from .model import (TARGETS, TTA_MODES, MirrorAveraged, StructureNet, gaussian_nll,
+                        predict_structure)
 
     torch.set_num_threads(threads)
     data = load_stamp_sets(train, limit=limit)
@@ -211,21 +214,34 @@ def train_structure(
     if init is not None:  # warm start from a saved model (same architecture)
         from ..errors import ConfigError
         from ..models import load_model
-        from .model import add_beta_input, build
+        from .model import build, widen_inputs
 
         start, start_card = load_model(init, build)
         arch = dict(start_card.get("arch") or arch)
         init_training = start_card.get("training")
         net = start.net
+        added: dict[str, Any] = {}
         if asked.get("psf_beta_input") and not arch.get("psf_beta_input"):
-            arch["psf_beta_input"] = True
-            net = add_beta_input(net, arch)
-            log(f"added the PSF's Moffat beta as an input to {init} (zero weights)")
-        changed = sorted(k for k, v in asked.items() if arch.get(k) != v)
+            added["psf_beta_input"] = True
+        if asked.get("profile_radii") and not arch.get("profile_radii"):
+            added["profile_radii"] = [float(r) for r in asked["profile_radii"]]
+        if added:
+            arch.update(added)
+            net = widen_inputs(net, arch)
+            log(f"added the inputs {sorted(added)} to {init} (zero weights)")
+        if "tta" in asked:  # inference only: the test-time average may change
+            arch["tta"] = added["tta"] = str(asked["tta"])
+        changed = sorted(k for k, v in asked.items()
+                         if arch.get(k) != (added.get(k, v)))
         if changed:
             raise ConfigError(f"train_structure: starting from {init}, arch keys {changed} "
-                              "differ from the saved model's (only psf_beta_input may be "
-                              "added)")
+                              "differ from the saved model's (only psf_beta_input and "
+                              "profile_radii may be added, tta changed)")
+    if str(arch.get("tta", "mirror")) not in TTA_MODES:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"train_structure: arch tta {arch['tta']!r} is not one of "
+                          f"{list(TTA_MODES)}")
     inputs = model_inputs(arch, data, str(train))
 
     k = targets.shape[1]
@@ -247,7 +263,7 @@ def train_structure(
                   (data.stamps[va], targets[va]), cfg, log, aux=aux,
                   pixel_scale=data.pixel_scale, extra=extra,
                   extra_blur=blurred_beta if extra is not None else None)
-    model = MirrorAveraged(net, data.pixel_scale).eval()
+    model = MirrorAveraged(net, data.pixel_scale, tta=str(arch.get("tta", "mirror"))).eval()
 
     if heldout is not None:
         ev = load_stamps(heldout)
