@@ -42,13 +42,13 @@ def _shipped(name: str) -> Path | None:
 
 
 def _module(name: str, size: int):
-    """(inference module, weights label) as the engine would load it."""
+    """(inference module, weights label, its per-object inputs) as the engine would load it."""
     from tilecat.morphology.net import fuse_all
 
     cfg = {"survey": {"pixel_scale": 0.262}, "infer": {}}
     if _shipped(name):
         lh = get_head(name).load(cfg, torch.device("cpu"))
-        return lh.module, "shipped"
+        return lh.module, "shipped", tuple(lh.inputs)
     card = _card(name, size)
     if name == "morphology":
         from tilecat.morphology.model import build
@@ -57,8 +57,8 @@ def _module(name: str, size: int):
     m = build(card)
     m.train()
     with torch.no_grad():
-        m.net(torch.randn(8, len(BANDS), size, size), *_extra(name, 8, pixels=True))
-    return fuse_all(m).to(memory_format=torch.channels_last), "untrained"
+        m.net(torch.randn(8, len(BANDS), size, size), *_extra(("psf_fwhm",), 8, pixels=True))
+    return fuse_all(m).to(memory_format=torch.channels_last), "untrained", ("psf_fwhm",)
 
 
 def _card(name: str, size: int) -> dict:
@@ -69,18 +69,17 @@ def _card(name: str, size: int) -> dict:
     return card
 
 
-def _extra(name: str, n: int, pixels: bool = False) -> tuple:
-    """Further inputs of a head's module: the PSF FWHM per band (morphology, structure;
-    arcsec, or pixels for the bare network)."""
-    if name not in ("morphology", "structure"):
-        return ()
-    return (torch.full((n, len(BANDS)), 1.3 / (0.262 if pixels else 1.0)),)
+def _extra(inputs: tuple[str, ...], n: int, pixels: bool = False) -> tuple:
+    """A head module's further inputs per object: the PSF FWHM per band (arcsec, or
+    pixels for the bare network; 1.3") and the PSF's Moffat beta per band (3.0)."""
+    value = {"psf_fwhm": 1.3 / (0.262 if pixels else 1.0), "psf_beta": 3.0}
+    return tuple(torch.full((n, len(BANDS)), value[k]) for k in inputs)
 
 
 def bench_head(name: str, batch: int, size: int, seconds: float) -> dict:
-    module, weights = _module(name, size)
+    module, weights, inputs = _module(name, size)
     x = torch.randn(batch, len(BANDS), size, size).contiguous(memory_format=torch.channels_last)
-    extra = _extra(name, batch)
+    extra = _extra(inputs, batch)
     macs = count_macs(module, x[:2], *(e[:2] for e in extra)) / 2
     with torch.inference_mode():
         module(x, *extra)
@@ -121,7 +120,9 @@ def bench_engine(models: list[str], n_obj: int, size: int, batch: int) -> float:
             "stamp": (("object", "band", "y", "x"),
                       rng.normal(size=(n_obj, len(BANDS), size, size)).astype(np.float32)),
             "object_id": (("object",), np.arange(1, n_obj + 1, dtype=np.int64))},
-            coords={"band": np.array(BANDS, dtype=object)})
+            coords={"band": np.array(BANDS, dtype=object)},
+            # the Moffat PSF per band the detect stage measures (structure's psf_beta)
+            attrs={"psf": {b: {"fwhm": 1.3, "beta": 3.0, "source": "bench"} for b in BANDS}})
         ds.to_zarr(tile_paths(cfg, "bench")["cutouts"], zarr_format=3, consolidated=False,
                    encoding={"stamp": {"chunks": (256, len(BANDS), size, size)}})
         store = tile_paths(cfg, "bench")["store"]  # the tile's PSF, for the structure head
