@@ -220,6 +220,8 @@ class TrainingPlan:
         shipped model.
     needed : set of str
         Stages run or reused: the last and, back along ``init_from``, those it needs.
+    stages : tuple of StageSpec
+        The model's stages in recipe order.
     """
 
     sets: dict[str, Any]
@@ -238,8 +240,9 @@ class TrainingPlan:
         """The sets the stages that train read (train and held-out), in recipe order
         without repeats: the only ones the run simulates."""
         out: list[str] = []
+        trained = set(self.trained())
         for st in self.stages:
-            if st.name in self.trained():
+            if st.name in trained:
                 out += [s for s in (*st.train, *st.heldout) if s not in out]
         return out
 
