@@ -206,6 +206,9 @@ class MirrorAveraged(nn.Module):
         self.pixel_scale = float(pixel_scale)
         self.turns = 4 if tta == "d4" else 1
         self.register_buffer("sign", torch.tensor(MIRROR_SIGN), persistent=False)
+        # a quarter turn rotates the position angle by 90 deg: e -> -e
+        self.register_buffer("turn_sign", torch.tensor([1.0, 1.0, -1.0, -1.0]),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor, psf_fwhm: torch.Tensor | None = None,
                 psf_beta: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,8 +224,8 @@ class MirrorAveraged(nn.Module):
                 both = both.contiguous(memory_format=torch.channels_last)
             out = self.net(both, psf, beta).float()
             mu = out[:n, :k] + out[n:, :k] * self.sign
-            if turn % 2:  # a quarter turn rotates the position angle by 90 deg: e -> -e
-                mu = mu * torch.tensor([1.0, 1.0, -1.0, -1.0], device=mu.device)
+            if turn % 2:
+                mu = mu * self.turn_sign
             var = torch.exp(2 * out[:n, k:]) + torch.exp(2 * out[n:, k:])
             mu_sum = mu if mu_sum is None else mu_sum + mu
             var_sum = var if var_sum is None else var_sum + var

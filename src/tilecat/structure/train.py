@@ -230,9 +230,8 @@ def train_structure(
             net = widen_inputs(net, arch)
             log(f"added the inputs {sorted(added)} to {init} (zero weights)")
         if "tta" in asked:  # inference only: the test-time average may change
-            arch["tta"] = added["tta"] = str(asked["tta"])
-        changed = sorted(k for k, v in asked.items()
-                         if arch.get(k) != (added.get(k, v)))
+            arch["tta"] = str(asked["tta"])
+        changed = sorted(k for k, v in asked.items() if k not in added and arch.get(k) != v)
         if changed:
             raise ConfigError(f"train_structure: starting from {init}, arch keys {changed} "
                               "differ from the saved model's (only psf_beta_input and "
