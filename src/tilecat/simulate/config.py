@@ -123,7 +123,11 @@ DEFAULTS: dict[str, Any] = {
 #: arms unrelated to the bar; every training set made before the key existed) or
 #: ``visible`` (bars with 7-30 % of the light, spiral arms leaving the bar ends, some
 #: barred lenticulars; :mod:`tilecat.simulate.population`).
-OPTIONAL: dict[tuple[str, ...], Any] = {("population", "bar_model"): "faint"}
+#: ``stamps.plain_fraction``: the fraction of central disk galaxies (lenticular, spiral,
+#: edge-on, irregular stamps) drawn as plain disks: one Sérsic disk, no bulge, arms, bar
+#: or knots (:func:`tilecat.simulate.population.make_plain`); 0 keeps every feature.
+OPTIONAL: dict[tuple[str, ...], Any] = {("population", "bar_model"): "faint",
+                                        ("stamps", "plain_fraction"): 0.0}
 
 _BAND_MAPS = {("conditions", k) for k in ("psf_fwhm", "depth", "sky_brightness", "saturation")}
 _FREE_MAPS = {("defects",), ("population", "morphology"), ("stamps", "heldout")}
@@ -324,6 +328,10 @@ def _validate_stamps(cfg: dict[str, Any]) -> None:
                           f"non-negative size in arcsec, got {r50!r}")
     if st["star_mag_range"] is not None:
         _range(cfg, "stamps.star_mag_range", lo_min=None)
+    plain = st.get("plain_fraction", OPTIONAL[("stamps", "plain_fraction")])
+    if not isinstance(plain, (int, float)) or isinstance(plain, bool) or not 0 <= plain <= 1:
+        raise ConfigError("simulation config: key 'stamps.plain_fraction' must be a fraction "
+                          f"in [0, 1], got {plain!r}")
     held = st["heldout"]
     if held is None:
         return

@@ -78,6 +78,8 @@ __all__ = [
     "BAR_MODELS",
     "BAR_END",
     "bar_model",
+    "make_plain",
+    "PLAIN_KINDS",
 ]
 
 KINDS: tuple[str, ...] = ("elliptical", "lenticular", "spiral", "edgeon", "irregular", "merger")
@@ -474,6 +476,35 @@ def _make_merger(pop: str, z: float, mags: np.ndarray, gr: float | None,
     return a
 
 
+#: Kinds that :func:`make_plain` turns into plain disks.
+PLAIN_KINDS: tuple[str, ...] = ("lenticular", "spiral", "edgeon", "irregular")
+
+
+def make_plain(spec: GalaxySpec) -> None:
+    """Turn a disk galaxy into a plain disk (in place): its disk alone, with all the light.
+
+    The bulge, spiral arms, bar and star-forming knots go; the disk keeps its size,
+    inclination, orientation, template and Sérsic index (1, exponential, for lenticulars,
+    spirals and edge-ons; the drawn 0.5-1.5 for irregulars), and the total fluxes stay.
+    Such galaxies are the idealised profiles size measurements are tested on (a round
+    exponential disk of known r50); labels say no arms, no bar, no bulge, no spin.
+
+    Raises
+    ------
+    ValueError
+        If ``spec.kind`` is not one of :data:`PLAIN_KINDS` (or ``spec`` is a merger).
+    """
+    if spec.kind not in PLAIN_KINDS or spec.companion is not None:
+        raise ValueError(f"make_plain: a {spec.kind!r} galaxy has no disk to keep")
+    spec.parts = {"disk": (spec.parts["disk"][0], 1.0)}
+    spec.r50_bulge = 0.0
+    spec.spin, spec.pitch = "none", 0.0
+    spec.bar, spec.bar_length, spec.bar_q, spec.bar_angle = "none", 0.0, 1.0, 0.0
+    spec.arms_from_bar = False
+    spec.n_knots = 0
+    spec.extra["plain"] = True
+
+
 # ----------------------------------------------------------------------------- populations
 def _kind_weights(cfg: dict) -> tuple[list[str], np.ndarray]:
     morph = cfg["population"]["morphology"]
@@ -605,21 +636,23 @@ def labels(spec: GalaxySpec | None) -> dict[str, Any]:
     moderate < 0.4 <= large; asked of every galaxy, meaningful for face-on featured ones);
     roundness only for smooth galaxies (round q > 0.75, between 0.45 < q <= 0.75, cigar);
     bar the drawn bar of spirals and lenticulars (only the ``visible`` bar model bars
-    lenticulars), ``none`` for every other kind.
+    lenticulars), ``none`` for every other kind. A plain disk (:func:`make_plain`) has no
+    arms, spin or bar whatever its kind.
     """
     if spec is None:
         return dict(t_class="artifact", edge_on=False, spiral_arms=False, spin="none",
                     bar="none", bulge_size="none", merger=False, roundness="none")
     smooth = spec.kind == "elliptical"
+    plain = bool(spec.extra.get("plain"))
     rnd = "none"
     if smooth:
         rnd = "round" if spec.q > 0.75 else ("between" if spec.q > 0.45 else "cigar")
     return dict(
         t_class="smooth" if smooth else "featured",
         edge_on=spec.kind == "edgeon",
-        spiral_arms=spec.kind == "spiral",
-        spin=spec.spin if spec.kind == "spiral" else "none",
-        bar=spec.bar if spec.kind in ("spiral", "lenticular") else "none",
+        spiral_arms=spec.kind == "spiral" and not plain,
+        spin=spec.spin if spec.kind == "spiral" and not plain else "none",
+        bar=spec.bar if spec.kind in ("spiral", "lenticular") and not plain else "none",
         bulge_size=_bulge_size(spec.bulge_to_total),
         merger=spec.kind == "merger",
         roundness=rnd,

@@ -43,7 +43,7 @@ from .conditions import draw_conditions
 from .config import DEFAULTS, SIMVER
 from .kspace import KGrid
 from .photometry import LSST_BANDS, REFERENCE_BAND, flux_to_mag
-from .population import KINDS, draw_galaxies, labels
+from .population import KINDS, PLAIN_KINDS, draw_galaxies, labels, make_plain
 
 __all__ = [
     "STAMP_CLASSES",
@@ -278,6 +278,9 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
         central["population"]["mag_limit"] = float(sel["central_mag_limit"])
     r50_min = sel.get("central_r50_min")
     pool = _Pool(central, r_pop, r50_min=None if r50_min is None else float(r50_min))
+    # plain disks draw from a 7th stream, so sets without them stay as they were
+    plain = float(sel.get("plain_fraction") or 0.0)
+    r_plain = np.random.default_rng(ss.spawn(1)[0]) if plain > 0 else None
     natural = copy.deepcopy(cfg)
     natural["population"]["morphology"] = dict(DEFAULTS["population"]["morphology"])
     natural["population"]["count_slope"] = DEFAULTS["population"]["count_slope"]
@@ -320,6 +323,8 @@ def _render_chunk(cfg: dict[str, Any], seed: int, unit: int, classes: np.ndarray
             spec = pool.take(cls)
             if cls == "spiral":
                 spec.spin = str(spins[i])
+            if r_plain is not None and cls in PLAIN_KINDS and r_plain.random() < plain:
+                make_plain(spec)
             _quantise(spec)
             main_model = build_galaxy(spec, gsp)
         # grid size from the object's extent
@@ -641,6 +646,9 @@ def make_galaxy_stamps(cfg: dict[str, Any], out: str | Path, n: int, seed: int,
                               for k in _SELECTION}}
                if any(scfg.get("stamps", {}).get(k) is not None for k in _SELECTION)
                else {}),
+            # only when drawn, so that earlier sets keep their attributes
+            **({"plain_fraction": float(scfg["stamps"]["plain_fraction"])}
+               if scfg.get("stamps", {}).get("plain_fraction") else {}),
             # held-out sets with their own beta range, and training sets whose beta range
             # is not the default (earlier sets keep their attributes)
             **({"psf_beta_range": cond["psf_beta"]} if (heldout and scfg.get(
