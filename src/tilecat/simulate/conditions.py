@@ -94,6 +94,10 @@ class BandConditions:
 def draw_conditions(cfg: dict[str, Any], rng: np.random.Generator) -> dict[str, BandConditions]:
     """Draw the conditions of every band of one tile.
 
+    Each band draws its PSF FWHM and Moffat beta from its range; with
+    ``conditions.psf_coherence`` (optional) that fraction of the draws shares one FWHM
+    quantile and one beta across the bands.
+
     Parameters
     ----------
     cfg : dict
@@ -107,10 +111,18 @@ def draw_conditions(cfg: dict[str, Any], rng: np.random.Generator) -> dict[str, 
     """
     c = cfg["conditions"]
     pixscale = float(cfg["survey"]["pixel_scale"])
+    # coherent PSFs (conditions.psf_coherence): the draws happen only when the key is
+    # set, so that settings without it keep their random stream
+    shared = None
+    if float(c.get("psf_coherence") or 0.0) > 0 and rng.random() < c["psf_coherence"]:
+        shared = (float(rng.random()), float(rng.uniform(*c["psf_beta"])))
     out = {}
     for band in cfg["survey"]["bands"]:
         fwhm = float(rng.uniform(*c["psf_fwhm"][band]))
         beta = float(rng.uniform(*c["psf_beta"]))
+        if shared is not None:
+            lo, hi = c["psf_fwhm"][band]
+            fwhm, beta = float(lo + shared[0] * (hi - lo)), shared[1]
         depth = float(rng.uniform(*c["depth"][band]))
         mu = float(rng.uniform(*c["sky_brightness"][band]))
         rdn = float(rng.uniform(*c["read_noise"]))

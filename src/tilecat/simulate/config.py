@@ -126,8 +126,13 @@ DEFAULTS: dict[str, Any] = {
 #: ``stamps.plain_fraction``: the fraction of central disk galaxies (lenticular, spiral,
 #: edge-on, irregular stamps) drawn as plain disks: one Sérsic disk, no bulge, arms, bar
 #: or knots (:func:`tilecat.simulate.population.make_plain`); 0 keeps every feature.
+#: ``conditions.psf_coherence``: the fraction of condition draws in which the bands share
+#: one seeing and one PSF shape: one quantile u gives every band's FWHM (``lo + u (hi -
+#: lo)`` of its range) and one Moffat beta serves all bands, as in PSF-homogenised coadds
+#: or single-night multi-band imaging; otherwise (and at 0) each band draws its own.
 OPTIONAL: dict[tuple[str, ...], Any] = {("population", "bar_model"): "faint",
-                                        ("stamps", "plain_fraction"): 0.0}
+                                        ("stamps", "plain_fraction"): 0.0,
+                                        ("conditions", "psf_coherence"): 0.0}
 
 _BAND_MAPS = {("conditions", k) for k in ("psf_fwhm", "depth", "sky_brightness", "saturation")}
 _FREE_MAPS = {("defects",), ("population", "morphology"), ("stamps", "heldout")}
@@ -293,6 +298,10 @@ def validate_sim_config(cfg: dict[str, Any]) -> dict[str, Any]:
         _range(cfg, f"conditions.sky_brightness.{b}", lo_min=None)
         _positive(cfg, f"conditions.saturation.{b}")
     _range(cfg, "conditions.psf_beta", lo_min=1.1, strict=False)
+    coh = c.get("psf_coherence", OPTIONAL[("conditions", "psf_coherence")])
+    if not isinstance(coh, (int, float)) or isinstance(coh, bool) or not 0 <= coh <= 1:
+        raise ConfigError("simulation config: key 'conditions.psf_coherence' must be a "
+                          f"fraction in [0, 1], got {coh!r}")
     _range(cfg, "conditions.read_noise", lo_min=0.0, strict=False)
     if not 0 <= c["nodata_strip_prob"] <= 1:
         raise ConfigError("simulation config: key 'conditions.nodata_strip_prob' must be in [0, 1]")

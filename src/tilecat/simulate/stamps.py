@@ -649,6 +649,8 @@ def make_galaxy_stamps(cfg: dict[str, Any], out: str | Path, n: int, seed: int,
             # only when drawn, so that earlier sets keep their attributes
             **({"plain_fraction": float(scfg["stamps"]["plain_fraction"])}
                if scfg.get("stamps", {}).get("plain_fraction") else {}),
+            **({"psf_coherence": float(cond["psf_coherence"])}
+               if cond.get("psf_coherence") else {}),
             # held-out sets with their own beta range, and training sets whose beta range
             # is not the default (earlier sets keep their attributes)
             **({"psf_beta_range": cond["psf_beta"]} if (heldout and scfg.get(

@@ -1,9 +1,12 @@
-"""Plain disks in training stamps (``stamps.plain_fraction``, ``population.make_plain``).
+"""Training-stamp options of the structure samples.
 
-A plain disk keeps a disk galaxy's disk (size, inclination, orientation, fluxes) and drops
-its bulge, arms, bar and knots: the idealised profile size measurements are tested on.
-Plain disks draw from their own random stream, so every other stamp of a set is the one
-the set would hold without them.
+Plain disks (``stamps.plain_fraction``, ``population.make_plain``): a disk galaxy's disk
+(size, inclination, orientation, fluxes) without its bulge, arms, bar and knots, the
+idealised profile size measurements are tested on. They draw from their own random
+stream, so every other stamp of a set is the one the set would hold without them.
+
+Coherent PSFs (``conditions.psf_coherence``): the bands share one seeing quantile and one
+Moffat beta. Settings without the key keep their random stream.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 galsim = pytest.importorskip("galsim")
 
 from tilecat.errors import ConfigError  # noqa: E402
+from tilecat.simulate.conditions import draw_conditions  # noqa: E402
 from tilecat.simulate.config import OPTIONAL, load_sim_config  # noqa: E402
 from tilecat.simulate.population import (  # noqa: E402
     PLAIN_KINDS,
@@ -95,3 +99,40 @@ def test_plain_stamps_change_only_the_disk_galaxies():
     assert exp_disk.sum() >= 3
     np.testing.assert_allclose(b["sersic_n"][exp_disk], 1.0, atol=0.2)
     assert not np.array_equal(a["stamps"][disk], b["stamps"][disk])
+
+
+def test_psf_coherence_is_optional_and_validated():
+    assert "psf_coherence" not in load_sim_config(STAMPS / "structure.yaml")["conditions"]
+    assert OPTIONAL[("conditions", "psf_coherence")] == 0.0
+    for bad in (2, -1, "yes", False):
+        with pytest.raises(ConfigError, match="conditions.psf_coherence"):
+            load_sim_config(None, overrides={"conditions": {"psf_coherence": bad}})
+
+
+def test_coherent_psfs_share_seeing_and_beta():
+    base = load_sim_config(STAMPS / "structure.yaml")
+    coh = copy.deepcopy(base)
+    coh["conditions"]["psf_coherence"] = 1.0
+    zero = copy.deepcopy(base)
+    zero["conditions"]["psf_coherence"] = 0.0
+    bands = base["survey"]["bands"]
+    spread = []
+    for seed in range(20):
+        a = draw_conditions(base, np.random.default_rng(seed))
+        assert a == draw_conditions(zero, np.random.default_rng(seed))  # stream unchanged
+        b = draw_conditions(coh, np.random.default_rng(seed))
+        u = [(b[x].psf_fwhm - lo) / (hi - lo) for x in bands
+             for lo, hi in [base["conditions"]["psf_fwhm"][x]]]
+        np.testing.assert_allclose(u, u[0], atol=1e-12)
+        assert len({b[x].psf_beta for x in bands}) == 1
+        spread.append(np.ptp([a[x].psf_beta for x in bands]))
+    assert np.median(spread) > 0.5  # independent bands differ
+
+
+def test_structure_coherent_config_is_structure_with_one_psf():
+    coh = load_sim_config(STAMPS / "structure-coherent.yaml")
+    base = load_sim_config(STAMPS / "structure.yaml")
+    assert coh["conditions"].pop("psf_coherence") == 1.0
+    assert coh["stamps"].pop("plain_fraction") == 0.5
+    assert coh["stamps"].pop("central_r50_min") < base["stamps"].pop("central_r50_min")
+    assert coh == base
