@@ -23,15 +23,16 @@ def _consistent_truth(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     edge = featured & (rng.random(n) < 0.3)
     face = featured & ~edge
     arms = face & (rng.random(n) < 0.6)
+    merger = (t != "artifact") & (rng.random(n) < 0.2)
     return {
         "t_class": t.astype(object),
         "edge_on": edge,
         "spiral_arms": arms,
         "spin": np.where(arms, rng.choice(["S", "Z"], n), "none").astype(object),
         "bar": np.where(face, rng.choice(["strong", "weak", "none"], n), "none").astype(object),
-        "bulge_size": np.where(face, rng.choice(["none", "small", "moderate", "large"], n),
-                               "none").astype(object),
-        "merger": (t != "artifact") & (rng.random(n) < 0.2),
+        "bulge_size": np.where(face & ~merger, rng.choice(["none", "small", "moderate",
+                                                          "large"], n), "none").astype(object),
+        "merger": merger,
         "roundness": np.where(t == "smooth", rng.choice(["round", "between", "cigar"], n),
                               "none").astype(object),
     }
@@ -67,6 +68,23 @@ def test_label_round_trip():
     j_round = [q.name for q in QUESTIONS].index("roundness")
     assert np.all((targets[:, j_spin] != IGNORE) == truth["spiral_arms"])
     assert np.all((targets[:, j_round] != IGNORE) == (truth["t_class"] == "smooth"))
+
+
+def test_bulge_size_of_mergers_is_a_training_target_only():
+    """The tree asks single face-on galaxies for their bulge; the network also learns
+    that of face-on mergers (the shipped weights' targets)."""
+    truth = _consistent_truth(400, seed=3)
+    face_merger = (truth["t_class"] == "featured") & ~truth["edge_on"] & truth["merger"]
+    assert face_merger.sum() > 10
+    truth["bulge_size"] = np.where(face_merger, "large", truth["bulge_size"]).astype(object)
+    j = [q.name for q in QUESTIONS].index("bulge_size")
+    tree, train = encode(truth), encode(truth, training=True)
+    assert np.all(tree[face_merger, j] == IGNORE)
+    assert np.all(train[face_merger, j] == QUESTIONS[j].answers.index("large"))
+    same = np.ones(QUESTIONS.__len__(), bool)
+    same[j] = False
+    assert np.array_equal(tree[:, same], train[:, same])
+    assert np.array_equal(tree[~face_merger], train[~face_merger])
 
 
 def test_label_inconsistent_truth_is_masked():

@@ -140,7 +140,7 @@ def test_tree_paths_agree_with_truth_rules():
     from tilecat.morphology.labels import decode
 
     truth = decode(targets)
-    want = applies(truth["t_class"], truth["edge_on"], truth["spiral_arms"])
+    want = applies(truth["t_class"], truth["edge_on"], truth["spiral_arms"], truth["merger"])
     assert np.array_equal(encode(truth), targets)
     names = [q.name for q in QUESTIONS]
     for q in QUESTIONS:
@@ -401,3 +401,21 @@ def test_prior_standard_errors():
         est.append(e[1])
         ses.append(prior_standard_errors(p, [0.5, 0.5], e)[1])
     assert np.std(est) == pytest.approx(np.mean(ses), rel=0.3)
+
+
+def test_parents_first_orders_the_tree():
+    """bulge_size hangs below merger, which the network outputs after it."""
+    from tilecat.morphology.tree import QUESTIONS
+    from tilecat.priors.tree import parents_first
+
+    names = [q.name for q in QUESTIONS]
+    order = parents_first(names, MORPHOLOGY_PATHS)
+    assert sorted(order) == sorted(names)
+    for q in names:
+        for parent, _ in MORPHOLOGY_PATHS[q]:
+            assert order.index(parent) < order.index(q), (parent, q)
+    assert order.index("merger") < order.index("bulge_size")
+    rest = [n for n in names if n != "bulge_size"]
+    assert [n for n in order if n != "bulge_size"] == rest  # stable otherwise
+    with pytest.raises(ValueError, match="cycle"):
+        parents_first(["a", "b"], {"a": (("b", ()),), "b": (("a", ()),)})

@@ -8,6 +8,11 @@ Truth columns (SIM_CONTRACT): ``t_class`` (smooth|featured|artifact), ``edge_on`
 Targets are an int64 array ``(N, n_questions)``: the answer index of each question,
 or ``-1`` where the question does not apply to that galaxy (per the tree in
 :mod:`tilecat.morphology.tree`) or its truth has no answer; the loss ignores -1.
+
+The network's training targets (``encode(..., training=True)``) hold one answer more
+than the tree asks for: the bulge size of face-on mergers (their primary's
+bulge-to-total ratio). The tree does not ask a merging pair for one bulge, but the
+shipped weights learnt it, and a retrain from the recipe must see the same targets.
 """
 
 from __future__ import annotations
@@ -45,14 +50,14 @@ def _as_str(values: Any) -> np.ndarray:
                     dtype=object).reshape(arr.shape)
 
 
-def applies(t_class: np.ndarray, edge_on: np.ndarray, spiral_arms: np.ndarray
-            ) -> dict[str, np.ndarray]:
+def applies(t_class: np.ndarray, edge_on: np.ndarray, spiral_arms: np.ndarray,
+            merger: np.ndarray) -> dict[str, np.ndarray]:
     """Which questions apply to each galaxy, from its truth (tree of :mod:`.tree`).
 
     Parameters
     ----------
     t_class : array of str, shape (N,)
-    edge_on, spiral_arms : array of bool, shape (N,)
+    edge_on, spiral_arms, merger : array of bool, shape (N,)
 
     Returns
     -------
@@ -68,19 +73,23 @@ def applies(t_class: np.ndarray, edge_on: np.ndarray, spiral_arms: np.ndarray
         "spiral_arms": face,
         "spin": face & np.asarray(spiral_arms, bool),
         "bar": face,
-        "bulge_size": face,
+        "bulge_size": face & ~np.asarray(merger, bool),
         "merger": t != "artifact",
         "roundness": t == "smooth",
     }
 
 
-def encode(truth: Mapping[str, Any]) -> np.ndarray:
+def encode(truth: Mapping[str, Any], training: bool = False) -> np.ndarray:
     """Truth label columns -> targets.
 
     Parameters
     ----------
     truth : mapping
         Column name -> array (N,) for every ``Question.truth`` column.
+    training : bool
+        The network's training targets: also the bulge size of face-on mergers (see
+        the module docstring). False: the tree's questions only (calibration, metrics,
+        survey priors).
 
     Returns
     -------
@@ -88,7 +97,9 @@ def encode(truth: Mapping[str, Any]) -> np.ndarray:
         Answer index per question, ``IGNORE`` (-1) where it does not apply or the
         truth value is not one of the answers (e.g. spin ``none``).
     """
-    mask = applies(truth["t_class"], truth["edge_on"], truth["spiral_arms"])
+    mask = applies(truth["t_class"], truth["edge_on"], truth["spiral_arms"], truth["merger"])
+    if training:
+        mask["bulge_size"] = mask["bar"]  # every face-on featured galaxy, mergers included
     n = len(np.asarray(truth["t_class"]))
     out = np.full((n, len(QUESTIONS)), IGNORE, dtype=np.int64)
     for j, q in enumerate(QUESTIONS):

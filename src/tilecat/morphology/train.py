@@ -139,7 +139,7 @@ def train_morphology(
 
     torch.set_num_threads(threads)
     data = load_stamp_sets(train, limit=limit)
-    targets = encode(data.labels)
+    targets = encode(data.labels, training=True)
     tr, va = split(len(data), val_fraction, seed)
     log(f"training set {train}: {len(data)} stamps ({len(tr)} train, {len(va)} validation)")
     arch = {**DEFAULT_ARCH, **(arch or {})}
@@ -202,7 +202,7 @@ def train_morphology(
         "extra_inputs": ["psf_fwhm (arcsec, per band)"] if arch.get("psf_input") else [],
         "questions": [[q.name, list(q.answers)] for q in QUESTIONS],
         "outputs": "softmax per question; columns morph_<question>_<answer>_raw",
-        "priors_train": priors(targets[tr]),
+        "priors_train": priors(encode(data.labels)[tr]),
         "training": {
             "data": _provenance(data, train),
             "recipe": recipe,

@@ -12,7 +12,7 @@ edge_on        yes, no                       t = featured
 spiral_arms    yes, no                       t = featured and not edge-on
 spin           S, Z                          featured, not edge-on, spiral arms
 bar            strong, weak, none            t = featured and not edge-on
-bulge_size     none, small, moderate, large  t = featured and not edge-on
+bulge_size     none, small, moderate, large  t = featured, not edge-on, not a merger
 merger         yes, no                       t != artifact
 roundness      round, between, cigar         t = smooth
 =============  ============================  ===========================================

@@ -38,6 +38,7 @@ from numpy.polynomial import legendre
 from scipy.stats import chi2
 
 from .formula import correct, prior_weights
+from .tree import parents_first
 
 __all__ = [
     "PriorGroup",
@@ -298,9 +299,12 @@ def block_stats(block: Block, groups: Sequence[PriorGroup],
     out: Stats = {g.name: np.zeros(stats_size(g, test)) for g in groups}
     feats = {g.name: tilt_features(g) for g in groups if test and g.tilt_degree}
     n = next(iter(block.values())).shape[0] if block else 0
+    by_name = {g.name: g for g in groups}
+    ordered = [by_name[k] for k in parents_first(list(by_name), {
+        g.name: g.parents for g in groups})]
     for start in range(0, n, CHUNK):
         reach: dict[str, dict[tuple[int, ...], np.ndarray]] = {}
-        for g in groups:
+        for g in ordered:
             p = np.asarray(block[g.name][start:start + CHUNK], dtype=np.float64)
             r = ratio[g.name]
             s = np.einsum("ij,j->i", p, r)

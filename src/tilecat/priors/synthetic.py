@@ -84,18 +84,27 @@ def draw_tree(n: int, mix: Mapping[str, Mapping[str, float]], rng: np.random.Gen
         :func:`tilecat.morphology.labels.encode`).
     """
     from ..morphology.tree import QUESTIONS
-    from .tree import MORPHOLOGY_PATHS
+    from .tree import MORPHOLOGY_PATHS, parents_first
 
     names = [q.name for q in QUESTIONS]
     out = np.full((n, len(QUESTIONS)), -1, dtype=np.int64)
-    for j, q in enumerate(QUESTIONS):
+
+    def reached(name: str, drawn: set[str]) -> np.ndarray:
         ok = np.ones(n, bool)
-        for parent, lead in MORPHOLOGY_PATHS[q.name]:
-            pq = QUESTIONS[names.index(parent)]
-            idx = [pq.answers.index(a) for a in lead]
-            ok &= np.isin(out[:, names.index(parent)], idx)
+        for parent, lead in MORPHOLOGY_PATHS[name]:
+            if parent in drawn:
+                pq = QUESTIONS[names.index(parent)]
+                ok &= np.isin(out[:, names.index(parent)], [pq.answers.index(a) for a in lead])
+        return ok
+
+    # draw in output order (the random stream of earlier versions), from the parents
+    # drawn so far; then drop the answers whose later-drawn parents do not lead there
+    for j, q in enumerate(QUESTIONS):
+        ok = reached(q.name, set(names[:j]))
         p = np.array([mix[q.name][a] for a in q.answers])
         out[ok, j] = rng.choice(len(q.answers), size=int(ok.sum()), p=p / p.sum())
+    for name in parents_first(names, MORPHOLOGY_PATHS):
+        out[~reached(name, set(names)), names.index(name)] = -1
     return out
 
 

@@ -10,8 +10,9 @@ checks that they agree on one-hot answers).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["MORPHOLOGY_PATHS", "GALAXY_PATH", "parents", "path_indices"]
+__all__ = ["MORPHOLOGY_PATHS", "GALAXY_PATH", "parents", "path_indices", "parents_first"]
 
 _FACE_ON: tuple[tuple[str, tuple[str, ...]], ...] = (("t", ("featured",)), ("edge_on", ("no",)))
 
@@ -22,13 +23,39 @@ MORPHOLOGY_PATHS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "spiral_arms": _FACE_ON,
     "spin": _FACE_ON + (("spiral_arms", ("yes",)),),
     "bar": _FACE_ON,
-    "bulge_size": _FACE_ON,
+    # a merging pair has no one bulge: the question is one of single disk galaxies
+    "bulge_size": _FACE_ON + (("merger", ("no",)),),
     "merger": (("t", ("smooth", "featured")),),
     "roundness": (("t", ("smooth",)),),
 }
 
 #: the path of "is a galaxy" (photo-z N(z) is estimated over galaxies): t != artifact
 GALAXY_PATH: tuple[tuple[str, tuple[str, ...]], ...] = (("t", ("smooth", "featured")),)
+
+
+def parents_first(names: Sequence[str], paths: Mapping[str, Sequence[tuple[str, Any]]]
+                  ) -> list[str]:
+    """``names`` reordered so that every question comes after the questions on its path.
+
+    Stable: questions keep their order where the paths allow (``bulge_size`` follows
+    ``merger``, which the network outputs after it). Questions missing from ``paths`` or
+    from ``names`` add no constraint.
+
+    Raises
+    ------
+    ValueError
+        If the paths form a cycle.
+    """
+    left, out = list(names), []
+    while left:
+        for name in left:
+            if all(p in out or p not in names for p, _ in paths.get(name, ())):
+                out.append(name)
+                left.remove(name)
+                break
+        else:
+            raise ValueError(f"decision-tree paths form a cycle among {left}")
+    return out
 
 
 def path_indices(path: Sequence[tuple[str, Sequence[str]]], answers: Mapping[str, Sequence[str]]
