@@ -260,7 +260,14 @@ def _exponential_disk(r50: float, seed: int, flux: float = 1500.0, size: int = 6
 
 @pytest.mark.skipif(not (SHIPPED / "card.json").is_file(), reason="no shipped structure model")
 def test_shipped_model_measures_exponential_disk():
-    """A round exponential disk of known r50 is measured within its stated uncertainty."""
+    """A round exponential disk of known r50 is measured within its stated uncertainty.
+
+    The network's own sigma (``to_columns``: before the card's calibration, which scales
+    the r50 sigma by ~0.4). With the catalog's calibrated ``struct_r50_err`` the shipped
+    model is 1.2-1.3 sigma off at 1.6" and 2.5" (-5.6 %, +9.4 %): issue #5 is open on it.
+    The disks have one Moffat PSF in every band; under independent per-band PSFs, as in
+    the training sets, the errors at 2.5" shrink (+8 % -> +2 % at S/N ~190, session 8).
+    """
     from tilecat.infer.registry import get_head
     from tilecat.structure.train import to_columns
 
