@@ -188,6 +188,14 @@ def _range(cfg: dict, dotted: str, lo_min: float | None = 0.0, strict: bool = Tr
         )
 
 
+def _optional_fraction(cfg: dict, path: tuple[str, str]) -> None:
+    """Check an optional key of :data:`OPTIONAL` that holds a fraction in [0, 1]."""
+    val = cfg[path[0]].get(path[1], OPTIONAL[path])
+    if not isinstance(val, (int, float)) or isinstance(val, bool) or not 0 <= val <= 1:
+        raise ConfigError(f"simulation config: key '{'.'.join(path)}' must be a fraction "
+                          f"in [0, 1], got {val!r}")
+
+
 def _positive(cfg: dict, dotted: str, allow_zero: bool = False) -> None:
     val: Any = cfg
     for k in dotted.split("."):
@@ -298,10 +306,7 @@ def validate_sim_config(cfg: dict[str, Any]) -> dict[str, Any]:
         _range(cfg, f"conditions.sky_brightness.{b}", lo_min=None)
         _positive(cfg, f"conditions.saturation.{b}")
     _range(cfg, "conditions.psf_beta", lo_min=1.1, strict=False)
-    coh = c.get("psf_coherence", OPTIONAL[("conditions", "psf_coherence")])
-    if not isinstance(coh, (int, float)) or isinstance(coh, bool) or not 0 <= coh <= 1:
-        raise ConfigError("simulation config: key 'conditions.psf_coherence' must be a "
-                          f"fraction in [0, 1], got {coh!r}")
+    _optional_fraction(cfg, ("conditions", "psf_coherence"))
     _range(cfg, "conditions.read_noise", lo_min=0.0, strict=False)
     if not 0 <= c["nodata_strip_prob"] <= 1:
         raise ConfigError("simulation config: key 'conditions.nodata_strip_prob' must be in [0, 1]")
@@ -337,10 +342,7 @@ def _validate_stamps(cfg: dict[str, Any]) -> None:
                           f"non-negative size in arcsec, got {r50!r}")
     if st["star_mag_range"] is not None:
         _range(cfg, "stamps.star_mag_range", lo_min=None)
-    plain = st.get("plain_fraction", OPTIONAL[("stamps", "plain_fraction")])
-    if not isinstance(plain, (int, float)) or isinstance(plain, bool) or not 0 <= plain <= 1:
-        raise ConfigError("simulation config: key 'stamps.plain_fraction' must be a fraction "
-                          f"in [0, 1], got {plain!r}")
+    _optional_fraction(cfg, ("stamps", "plain_fraction"))
     held = st["heldout"]
     if held is None:
         return
