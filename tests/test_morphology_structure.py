@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tilecat.structure.model import (MirrorAveraged, StructureNet, add_beta_input,
-                                     profile_feature, widen_inputs,  # noqa: E402
+                                     profile_feature, psf_profile_feature,  # noqa: E402
+                                     widen_inputs,
                                      gaussian_nll, predict_structure)
 from tilecat.structure.train import structure_targets, transform_structure  # noqa: E402
 
@@ -167,6 +168,44 @@ def test_widen_inputs_adds_profile_with_zero_weights():
     no_beta = StructureNet(4, {**TINY, "profile_radii": [2, 4]})
     with pytest.raises(ValueError, match="keep every input"):  # beta would go before it
         widen_inputs(no_beta, {**TINY, "psf_beta_input": True, "profile_radii": [2, 4]})
+
+
+def test_psf_profile_feature_is_the_moffat_curve_of_growth():
+    """Through the galaxy's apertures, the PSF's fractions are a Moffat's enclosed light."""
+    fwhm, beta, s = 4.2, 3.0, 64
+    radii = [2.0, 3.0, 6.0, 11.0, 31.0]
+    f = psf_profile_feature(torch.tensor([[fwhm, fwhm]]), torch.tensor([[beta, 1.5]]),
+                            radii, s).reshape(2, len(radii)).numpy() + 0.5
+    alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    enc = 1 - (1 + np.square(radii) / alpha**2) ** (1 - beta)  # analytic, continuous
+    np.testing.assert_allclose(f[0], enc / enc[-1], atol=0.05)  # pixelised circles
+    assert f[0, -1] == pytest.approx(1.0)
+    assert (f[1, :-1] < f[0, :-1] - 0.05).all()  # low beta: more light in the wings
+    # the same apertures as the galaxy's: a stamp of the PSF itself gives the same numbers
+    c = (s - 1) / 2
+    yy, xx = np.mgrid[:s, :s] - c
+    img = 1e4 * (1 + (xx**2 + yy**2) / alpha**2) ** -beta
+    x = torch.from_numpy(np.arcsinh(img)[None, None].astype(np.float32))
+    np.testing.assert_allclose(profile_feature(x, radii).numpy()[0] + 0.5, f[0], atol=2e-3)
+
+
+def test_widen_inputs_adds_psf_profile_with_zero_weights():
+    torch.manual_seed(4)
+    base = {**TINY, "psf_beta_input": True}
+    old = StructureNet(4, base).eval()
+    arch = {**base, "profile_radii": [2, 4, 8, 15], "psf_profile": True}
+    new = widen_inputs(old, arch).eval()
+    assert new.head.fc1.in_features == old.head.fc1.in_features + 2 * 4 * 4
+    x, psf, beta = torch.randn(5, 4, 32, 32), torch.full((5, 4), 4.5), torch.full((5, 4), 3.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(new(x, psf, beta), old(x, psf, beta), rtol=1e-5, atol=1e-5)
+        new.head.fc1.weight.normal_()
+        assert not torch.allclose(new(x, psf, beta), new(x, psf, beta + 1.0))
+    with pytest.raises(ValueError, match="keep every input"):  # drops the PSF profile
+        widen_inputs(new, {**base, "profile_radii": [2, 4, 8, 15], "hidden": 16})
+    with pytest.raises(ValueError, match="psf_profile needs"):
+        StructureNet(4, {**TINY, "psf_input": True, "profile_radii": [2, 4],
+                         "psf_profile": True})
 
 
 def test_head_inputs_follow_the_card(tmp_path):

@@ -14,7 +14,12 @@ network told only the FWHM reads as a larger galaxy. With ``arch['profile_radii'
 stamp's curve of growth per band (:func:`profile_feature`: the fraction of the flux
 within the outermost radius that lies within each radius) joins them as well: a direct
 measurement of how the light is spread out to the stamp's edge, which the pooled
-convolutional features only encode implicitly.
+convolutional features only encode implicitly. With ``arch['psf_profile']`` the PSF's own
+curve of growth through the same apertures (:func:`psf_profile_feature`: the Moffat of
+each band's FWHM and beta, drawn on the stamp's pixel grid) joins them last: the
+galaxy's and the PSF's light fractions side by side, so that comparing the two at each
+radius is a linear function of the inputs rather than something the MLP must learn to
+compute from (FWHM, beta).
 
 :class:`MirrorAveraged` is the inference module: it averages the predictions for a
 stamp and for its mirror image (whose e2 changes sign), or with ``arch['tta'] = 'd4'``
@@ -34,7 +39,7 @@ from torch import nn
 from ..morphology.net import DEFAULT_ARCH, MLP, Trunk
 
 __all__ = ["TARGETS", "StructureNet", "MirrorAveraged", "build", "gaussian_nll",
-           "beta_feature", "profile_feature", "add_beta_input", "widen_inputs",
+           "beta_feature", "profile_feature", "psf_profile_feature", "add_beta_input", "widen_inputs",
            "predict_structure", "MIRROR_SIGN", "LOG_SIGMA_MIN",
            "LOG_SIGMA_MAX", "BETA_MIN", "TTA_MODES"]
 
@@ -92,18 +97,57 @@ def profile_feature(x: torch.Tensor, radii: Sequence[float]) -> torch.Tensor:
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         f = torch.sinh(x.float())
-        s = x.shape[-1]
-        c = (s - 1) / 2.0
-        yy, xx = torch.meshgrid(torch.arange(s, device=x.device, dtype=torch.float32) - c,
-                                torch.arange(s, device=x.device, dtype=torch.float32) - c,
-                                indexing="ij")
-        r = torch.sqrt(yy * yy + xx * xx)
-        rad = torch.as_tensor(list(radii), dtype=torch.float32, device=x.device)
-        masks = (r[None] <= rad[:, None, None]).float()  # (K, S, S)
+        masks = _aperture_masks(x.shape[-1], radii, x.device)  # (K, S, S)
         cum = torch.einsum("nbij,kij->nbk", f, masks)
         floor = 5.0 * torch.sqrt(masks[-1].sum())
         frac = cum / cum[..., -1:].clamp(min=floor)
         return (frac.clamp(-1.0, 2.0) - 0.5).flatten(1)
+
+
+def _aperture_masks(s: int, radii: Sequence[float], device: torch.device) -> torch.Tensor:
+    """Circular apertures about the centre of an ``s`` x ``s`` stamp ``(K, s, s)``."""
+    c = (s - 1) / 2.0
+    ax = torch.arange(s, device=device, dtype=torch.float32) - c
+    r = torch.sqrt(ax[:, None] ** 2 + ax[None, :] ** 2)
+    rad = torch.as_tensor(list(radii), dtype=torch.float32, device=device)
+    return (r[None] <= rad[:, None, None]).float()
+
+
+def psf_profile_feature(fwhm_pix: torch.Tensor, beta: torch.Tensor, radii: Sequence[float],
+                        size: int) -> torch.Tensor:
+    """Curve of growth of each band's Moffat PSF through :func:`profile_feature`'s apertures.
+
+    The PSF ``(1 + (r / alpha)^2)^-beta`` with ``alpha = FWHM / (2 sqrt(2^(1/beta) - 1))``
+    is evaluated at the pixel centres of a ``size`` x ``size`` stamp about its centre
+    (as the galaxy's apertures are); the light within each radius over the light within
+    the last, shifted by -0.5 like the galaxy's. Float32, beta clamped >= ``BETA_MIN``.
+
+    Parameters
+    ----------
+    fwhm_pix : tensor (N, n_band)
+        PSF FWHM per band [pixels].
+    beta : tensor (N, n_band)
+        Moffat beta per band.
+    radii : sequence of float, length K
+        Aperture radii [pixels], increasing.
+    size : int
+        Stamp side [pixels].
+
+    Returns
+    -------
+    tensor (N, n_band * K)
+        Band-major, as :func:`profile_feature`.
+    """
+    with torch.autocast(device_type=fwhm_pix.device.type, enabled=False):
+        w = fwhm_pix.float().clamp(min=0.1)
+        b = beta.float().clamp(min=BETA_MIN)
+        alpha = w / (2.0 * torch.sqrt(torch.pow(2.0, 1.0 / b) - 1.0))
+        c = (size - 1) / 2.0
+        ax = torch.arange(size, device=w.device, dtype=torch.float32) - c
+        r2 = ax[:, None] ** 2 + ax[None, :] ** 2  # (S, S)
+        img = torch.pow(1.0 + r2 / (alpha[..., None, None] ** 2), -b[..., None, None])
+        cum = torch.einsum("nbij,kij->nbk", img, _aperture_masks(size, radii, w.device))
+        return (cum / cum[..., -1:] - 0.5).flatten(1)
 
 
 class StructureNet(nn.Module):
@@ -113,7 +157,8 @@ class StructureNet(nn.Module):
     ``(N, n_band)`` in pixels (ignored unless ``arch['psf_input']``) and the PSF's
     Moffat beta ``(N, n_band)`` (ignored unless ``arch['psf_beta_input']``, which
     needs ``psf_input``). The MLP's input is ``[trunk features, ln(FWHM / 4 px),
-    beta_feature(beta), profile_feature(x)]`` (the last with ``arch['profile_radii']``).
+    beta_feature(beta), profile_feature(x), psf_profile_feature(FWHM, beta)]`` (the
+    profiles with ``arch['profile_radii']``, the PSF's with ``arch['psf_profile']``).
     """
 
     def __init__(self, n_band: int, arch: dict[str, Any] | None = None) -> None:
@@ -126,9 +171,14 @@ class StructureNet(nn.Module):
         self.profile_radii = tuple(float(r) for r in (a.get("profile_radii") or ()))
         if list(self.profile_radii) != sorted(set(self.profile_radii)):
             raise ValueError("structure arch: profile_radii must increase")
+        self.psf_profile = bool(a.get("psf_profile", False))
+        if self.psf_profile and not (self.psf_beta_input and self.profile_radii):
+            raise ValueError("structure arch: psf_profile needs psf_beta_input and "
+                             "profile_radii")
         self.trunk = Trunk(n_band, a["widths"], a["strides"], a["kernels"])
+        n_prof = len(self.profile_radii) * (2 if self.psf_profile else 1)
         n_in = (self.trunk.n_features + (n_band if self.psf_input else 0)
-                + (n_band if self.psf_beta_input else 0) + n_band * len(self.profile_radii))
+                + (n_band if self.psf_beta_input else 0) + n_band * n_prof)
         self.head = MLP(n_in, int(a["hidden"]), 2 * len(TARGETS), float(a["dropout"]))
 
     def forward(self, x: torch.Tensor, psf_pix: torch.Tensor | None = None,
@@ -146,6 +196,10 @@ class StructureNet(nn.Module):
             f = torch.cat(feats, dim=1)
         if self.profile_radii:
             f = torch.cat([f, profile_feature(x, self.profile_radii).to(f.dtype)], dim=1)
+        if self.psf_profile:
+            assert psf_pix is not None and psf_beta is not None
+            p = psf_profile_feature(psf_pix, psf_beta, self.profile_radii, x.shape[-1])
+            f = torch.cat([f, p.to(f.dtype)], dim=1)
         out = self.head(f)
         k = len(TARGETS)
         return torch.cat([out[:, :k], out[:, k:].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)], dim=1)
@@ -248,7 +302,7 @@ def widen_inputs(net: StructureNet, arch: dict[str, Any]) -> StructureNet:
 
     The new network has ``arch`` and every weight of ``net``; the first MLP layer's
     weights of the added features (appended after the old ones: beta, then the
-    profile) are zero, so it computes exactly what ``net`` computed until trained.
+    profile, then the PSF's profile) are zero, so it computes exactly what ``net`` computed until trained.
 
     Raises
     ------
@@ -262,7 +316,8 @@ def widen_inputs(net: StructureNet, arch: dict[str, Any]) -> StructureNet:
             and (new.psf_beta_input or not net.psf_beta_input)
             # a network with profile inputs can only keep them: new features go last
             and (not net.profile_radii or (new.profile_radii == net.profile_radii
-                                           and new.psf_beta_input == net.psf_beta_input)))
+                                           and new.psf_beta_input == net.psf_beta_input))
+            and (new.psf_profile or not net.psf_profile))
     if not kept or new_in <= old_in:
         raise ValueError("widen_inputs: the new arch must keep every input of the network "
                          "and add beta and/or profile inputs")

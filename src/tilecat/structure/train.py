@@ -174,9 +174,10 @@ def train_structure(
     With ``arch['psf_beta_input']`` it takes the PSF's Moffat beta per band too (the
     set's ``psf_beta``; degraded stamps get :func:`blurred_beta`). Starting from
     ``init``, the saved model's arch is kept; ``arch`` may only add
-    ``psf_beta_input: true`` and ``profile_radii`` (the curve-of-growth features of
-    :func:`~tilecat.structure.model.profile_feature`), whose new first-layer weights start
-    at zero (the network starts as the saved one), and may set ``tta`` (the inference
+    ``psf_beta_input: true``, ``profile_radii`` (the curve-of-growth features of
+    :func:`~tilecat.structure.model.profile_feature`) and ``psf_profile: true`` (the
+    PSF's, :func:`~tilecat.structure.model.psf_profile_feature`), whose new first-layer
+    weights start at zero (the network starts as the saved one), and may set ``tta`` (the inference
     module's test-time average, ``mirror`` or ``d4``: :class:`MirrorAveraged`). ``size_weighting`` (``{"power": .., "max_weight":
     .., "bins": ..}``, default none: unweighted) weights each galaxy's ln r50 loss term
     by :func:`size_weights` of the training set (validation loss weighted alike).
@@ -209,7 +210,10 @@ def train_structure(
     asked = dict(arch or {})
     arch = {**DEFAULT_ARCH, "psf_input": True, **asked}
     torch.manual_seed(seed)
-    net = StructureNet(len(data.bands), arch)
+    # a warm start replaces this network, but its random init stays: it fixes the torch
+    # random stream every shipped stage was trained with (the inputs a warm start adds,
+    # such as psf_profile, need not be complete in ``arch`` alone)
+    net = StructureNet(len(data.bands), arch if init is None else {**arch, "psf_profile": False})
     init_training = None
     if init is not None:  # warm start from a saved model (same architecture)
         from ..errors import ConfigError
@@ -225,6 +229,8 @@ def train_structure(
             added["psf_beta_input"] = True
         if asked.get("profile_radii") and not arch.get("profile_radii"):
             added["profile_radii"] = [float(r) for r in asked["profile_radii"]]
+        if asked.get("psf_profile") and not arch.get("psf_profile"):
+            added["psf_profile"] = True
         if added:
             arch.update(added)
             net = widen_inputs(net, arch)
@@ -234,8 +240,8 @@ def train_structure(
         changed = sorted(k for k, v in asked.items() if k not in added and arch.get(k) != v)
         if changed:
             raise ConfigError(f"train_structure: starting from {init}, arch keys {changed} "
-                              "differ from the saved model's (only psf_beta_input and "
-                              "profile_radii may be added, tta changed)")
+                              "differ from the saved model's (only psf_beta_input, "
+                              "profile_radii and psf_profile may be added, tta changed)")
     if str(arch.get("tta", "mirror")) not in TTA_MODES:
         from ..errors import ConfigError
 
