@@ -29,7 +29,8 @@ def _consistent_truth(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "edge_on": edge,
         "spiral_arms": arms,
         "spin": np.where(arms, rng.choice(["S", "Z"], n), "none").astype(object),
-        "bar": np.where(face, rng.choice(["strong", "weak", "none"], n), "none").astype(object),
+        "bar": np.where(face & ~merger, rng.choice(["strong", "weak", "none"], n),
+                        "none").astype(object),
         "bulge_size": np.where(face & ~merger, rng.choice(["none", "small", "moderate",
                                                           "large"], n), "none").astype(object),
         "merger": merger,
@@ -70,19 +71,22 @@ def test_label_round_trip():
     assert np.all((targets[:, j_round] != IGNORE) == (truth["t_class"] == "smooth"))
 
 
-def test_bulge_size_of_mergers_is_a_training_target_only():
-    """The tree asks single face-on galaxies for their bulge; the network also learns
-    that of face-on mergers (the shipped weights' targets)."""
+def test_bar_and_bulge_of_mergers_are_training_targets_only():
+    """The tree asks single face-on galaxies for their bar and bulge; the network also
+    learns those of face-on mergers (the shipped weights' targets)."""
     truth = _consistent_truth(400, seed=3)
     face_merger = (truth["t_class"] == "featured") & ~truth["edge_on"] & truth["merger"]
     assert face_merger.sum() > 10
     truth["bulge_size"] = np.where(face_merger, "large", truth["bulge_size"]).astype(object)
-    j = [q.name for q in QUESTIONS].index("bulge_size")
+    truth["bar"] = np.where(face_merger, "none", truth["bar"]).astype(object)
+    names = [q.name for q in QUESTIONS]
     tree, train = encode(truth), encode(truth, training=True)
-    assert np.all(tree[face_merger, j] == IGNORE)
-    assert np.all(train[face_merger, j] == QUESTIONS[j].answers.index("large"))
-    same = np.ones(QUESTIONS.__len__(), bool)
-    same[j] = False
+    same = np.ones(len(QUESTIONS), bool)
+    for q, answer in (("bulge_size", "large"), ("bar", "none")):
+        j = names.index(q)
+        assert np.all(tree[face_merger, j] == IGNORE)
+        assert np.all(train[face_merger, j] == QUESTIONS[j].answers.index(answer))
+        same[j] = False
     assert np.array_equal(tree[:, same], train[:, same])
     assert np.array_equal(tree[~face_merger], train[~face_merger])
 

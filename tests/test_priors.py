@@ -404,7 +404,7 @@ def test_prior_standard_errors():
 
 
 def test_parents_first_orders_the_tree():
-    """bulge_size hangs below merger, which the network outputs after it."""
+    """bar and bulge_size hang below merger, which the network outputs after them."""
     from tilecat.morphology.tree import QUESTIONS
     from tilecat.priors.tree import parents_first
 
@@ -414,8 +414,9 @@ def test_parents_first_orders_the_tree():
     for q in names:
         for parent, _ in MORPHOLOGY_PATHS[q]:
             assert order.index(parent) < order.index(q), (parent, q)
-    assert order.index("merger") < order.index("bulge_size")
-    rest = [n for n in names if n != "bulge_size"]
-    assert [n for n in order if n != "bulge_size"] == rest  # stable otherwise
+    assert order.index("merger") < min(order.index("bar"), order.index("bulge_size"))
+    rest = [n for n in names if n not in ("bar", "bulge_size")]
+    assert [n for n in order if n in rest] == rest  # stable otherwise
+    assert order.index("bar") < order.index("bulge_size")
     with pytest.raises(ValueError, match="cycle"):
         parents_first(["a", "b"], {"a": (("b", ()),), "b": (("a", ()),)})

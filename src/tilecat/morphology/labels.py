@@ -9,10 +9,11 @@ Targets are an int64 array ``(N, n_questions)``: the answer index of each questi
 or ``-1`` where the question does not apply to that galaxy (per the tree in
 :mod:`tilecat.morphology.tree`) or its truth has no answer; the loss ignores -1.
 
-The network's training targets (``encode(..., training=True)``) hold one answer more
-than the tree asks for: the bulge size of face-on mergers (their primary's
-bulge-to-total ratio). The tree does not ask a merging pair for one bulge, but the
-shipped weights learnt it, and a retrain from the recipe must see the same targets.
+The network's training targets (``encode(..., training=True)``) hold answers the tree
+does not ask for: the bar and bulge size of face-on mergers (their primary's bar, which
+the simulator never draws for a merger, and bulge-to-total ratio). The tree does not ask
+a merging pair for one bar or bulge, but the shipped weights learnt them, and a retrain
+from the recipe must see the same targets.
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ def applies(t_class: np.ndarray, edge_on: np.ndarray, spiral_arms: np.ndarray,
     t = _as_str(t_class)
     featured = t == "featured"
     face = featured & ~np.asarray(edge_on, bool)
+    single = face & ~np.asarray(merger, bool)
     return {
         "t": np.ones(t.shape, bool),
         "edge_on": featured,
         "spiral_arms": face,
         "spin": face & np.asarray(spiral_arms, bool),
-        "bar": face,
-        "bulge_size": face & ~np.asarray(merger, bool),
+        "bar": single,
+        "bulge_size": single,
         "merger": t != "artifact",
         "roundness": t == "smooth",
     }
@@ -87,8 +89,8 @@ def encode(truth: Mapping[str, Any], training: bool = False) -> np.ndarray:
     truth : mapping
         Column name -> array (N,) for every ``Question.truth`` column.
     training : bool
-        The network's training targets: also the bulge size of face-on mergers (see
-        the module docstring). False: the tree's questions only (calibration, metrics,
+        The network's training targets: also the bar and bulge size of face-on
+        mergers (see the module docstring). False: the tree's questions only (calibration, metrics,
         survey priors).
 
     Returns
@@ -98,8 +100,8 @@ def encode(truth: Mapping[str, Any], training: bool = False) -> np.ndarray:
         truth value is not one of the answers (e.g. spin ``none``).
     """
     mask = applies(truth["t_class"], truth["edge_on"], truth["spiral_arms"], truth["merger"])
-    if training:
-        mask["bulge_size"] = mask["bar"]  # every face-on featured galaxy, mergers included
+    if training:  # every face-on featured galaxy (spiral_arms' set), mergers included
+        mask["bar"] = mask["bulge_size"] = mask["spiral_arms"]
     n = len(np.asarray(truth["t_class"]))
     out = np.full((n, len(QUESTIONS)), IGNORE, dtype=np.int64)
     for j, q in enumerate(QUESTIONS):

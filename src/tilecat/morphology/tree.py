@@ -11,7 +11,7 @@ t              smooth, featured, artifact    always
 edge_on        yes, no                       t = featured
 spiral_arms    yes, no                       t = featured and not edge-on
 spin           S, Z                          featured, not edge-on, spiral arms
-bar            strong, weak, none            t = featured and not edge-on
+bar            strong, weak, none            t = featured, not edge-on, not a merger
 bulge_size     none, small, moderate, large  t = featured, not edge-on, not a merger
 merger         yes, no                       t != artifact
 roundness      round, between, cigar         t = smooth

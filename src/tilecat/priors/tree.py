@@ -22,8 +22,8 @@ MORPHOLOGY_PATHS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "edge_on": (("t", ("featured",)),),
     "spiral_arms": _FACE_ON,
     "spin": _FACE_ON + (("spiral_arms", ("yes",)),),
-    "bar": _FACE_ON,
-    # a merging pair has no one bulge: the question is one of single disk galaxies
+    # a merging pair has no one bar or bulge: these are questions of single disk galaxies
+    "bar": _FACE_ON + (("merger", ("no",)),),
     "bulge_size": _FACE_ON + (("merger", ("no",)),),
     "merger": (("t", ("smooth", "featured")),),
     "roundness": (("t", ("smooth",)),),
@@ -37,8 +37,8 @@ def parents_first(names: Sequence[str], paths: Mapping[str, Sequence[tuple[str, 
                   ) -> list[str]:
     """``names`` reordered so that every question comes after the questions on its path.
 
-    Stable: questions keep their order where the paths allow (``bulge_size`` follows
-    ``merger``, which the network outputs after it). Questions missing from ``paths`` or
+    Stable: questions keep their order where the paths allow (``bar`` and
+    ``bulge_size`` follow ``merger``, which the network outputs after them). Questions missing from ``paths`` or
     from ``names`` add no constraint.
 
     Raises
