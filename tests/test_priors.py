@@ -260,7 +260,9 @@ def test_aggregate_records_the_shift_test(survey, tmp_path):
         t = groups[q]["shift_test"]
         assert t["significant"] and t["used_em"] and t["p_value"] < 1e-6, q
         assert groups[q]["source"] == "em"
-    assert groups["merger"]["shift_test"]["test"] == "likelihood ratio"
+    # the card's labelled set is allowed for (two-sample test), not for the N(z)
+    assert groups["merger"]["shift_test"]["test"] == "two-sample likelihood ratio"
+    assert groups["merger"]["shift_test"]["n_labelled"] > 0
     assert groups["merger"]["shift_test"]["dof"] == 1
     assert groups["z"]["shift_test"]["test"] == "tilt score (degree 2)"
     kept = [q for q, g in groups.items() if not g["shift_test"]["used_em"]]
@@ -275,6 +277,14 @@ def test_aggregate_records_the_shift_test(survey, tmp_path):
                               group_values(table, cat[q], "cal")), q
     html = "".join(_priors(table).parts)
     assert "not significant: training prior kept" in html and "EM estimate used" in html
+    # without the labelled set's size: the exact-calibration LR, larger
+    out = _aggregate(survey, tmp_path / "exact", aggregate={"shift_test_labelled": False})
+    exact = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]
+    t2, t1 = groups["merger"]["shift_test"], exact["merger"]["shift_test"]
+    assert t1["test"] == "likelihood ratio" and "n_labelled" not in t1
+    m = t2["n_labelled"]
+    assert t2["statistic"] == pytest.approx(t1["statistic"] * m / (m + t1["n_eff"]), rel=1e-6)
+    assert exact["z"]["shift_test"] == groups["z"]["shift_test"]
     # 0 turns the gate off: every estimate is used, the tests are still recorded
     out = _aggregate(survey, tmp_path / "nogate", aggregate={"shift_test_alpha": 0})
     groups = json.loads(pq.read_schema(out).metadata[b"tilecat.priors"])["groups"]

@@ -90,8 +90,8 @@ def encode(truth: Mapping[str, Any], training: bool = False) -> np.ndarray:
         Column name -> array (N,) for every ``Question.truth`` column.
     training : bool
         The network's training targets: also the bar and bulge size of face-on
-        mergers (see the module docstring). False: the tree's questions only (calibration, metrics,
-        survey priors).
+        mergers (see the module docstring). False: the tree's questions only
+        (calibration, metrics, survey priors).
 
     Returns
     -------

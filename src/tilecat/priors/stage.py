@@ -244,7 +244,10 @@ class Correction:
                   "shift_test": "EM estimates are used only where the survey rejects the "
                                 "training prior at level shift_test_alpha (0: always): "
                                 "answers, likelihood ratio 2 [LL(EM) - LL(P_T)] vs "
-                                "chi2(K - 1); N(z), Neyman smooth score test of a "
+                                "chi2(K - 1), two-sample (times m / (m + n_eff), m the "
+                                "calibration set's labelled objects) unless "
+                                "aggregate.shift_test_labelled is false; N(z), Neyman "
+                                "smooth score test of a "
                                 "location/width change of P_T vs chi2(2) "
                                 "(tilecat.priors.em.shift_test)",
                   "log": _thin_log(res.log)}
@@ -287,7 +290,9 @@ def _test_meta(test: Mapping[str, Any]) -> dict[str, Any]:
             "alpha": float(test["alpha"]),
             "significant": bool(test["p_value"] < test["alpha"]) if test["alpha"] > 0 else None,
             "used_em": not test["gated"],
-            "loglik_gain": round(float(test["loglik_gain"]), 4)}
+            "loglik_gain": round(float(test["loglik_gain"]), 4),
+            "n_eff": round(float(test["n_eff"]), 2),
+            **({"n_labelled": float(test["n_labelled"])} if "n_labelled" in test else {})}
 
 
 def _models_meta(schema: Any) -> list[dict[str, Any]]:
@@ -334,6 +339,7 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
     cal_priors: dict[str, np.ndarray] = {}
     self_tests: dict[str, dict[str, Any]] = {}
     transfer_tests: dict[str, dict[str, Any]] = {}
+    n_labelled: dict[str, float] = {}  # labelled objects each class map was fitted on
     info: dict[str, dict[str, Any]] = {}
     grid = None
     for m in sorted(models, key=lambda m: MODELS.index(m["name"])):
@@ -365,6 +371,9 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
                 self_tests[name] = metrics["em_self_test"]
             if "em_transfer_test" in metrics:
                 transfer_tests[name] = metrics["em_transfer_test"]
+            n = (metrics.get("after") or {}).get("n")
+            if n:
+                n_labelled[name] = float(n)
         info[m["name"]] = {"version": card.get("version"), "sha256": card.get("sha256"),
                            "method": section.get("method", "none"),
                            "pdf_method": section.get("pdf_method"),
@@ -379,6 +388,7 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
     given = given_priors(scfg.get("priors") or {}, groups, grid)
     estimate = bool(acfg.get("estimate_priors", True))
     require = bool(acfg.get("em_require_self_test", True))
+    two_sample = bool(acfg.get("shift_test_labelled", True))
     answers = {g.name: g.labels for g in groups if not g.list_column}
     pgroups = []
     for g in groups:
@@ -394,7 +404,9 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
                                   float(acfg.get("nz_prior_strength", NZ_PRIOR_STRENGTH))
                                   if g.list_column else
                                   float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH)),
-                                  tilt_degree=NZ_TILT_DEGREE if g.list_column else 0))
+                                  tilt_degree=NZ_TILT_DEGREE if g.list_column else 0,
+                                  n_labelled=0.0 if g.list_column or not two_sample
+                                  else n_labelled.get(g.name, 0.0)))
     alpha = acfg.get("shift_test_alpha", SHIFT_TEST_ALPHA)
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),

@@ -38,8 +38,8 @@ def parents_first(names: Sequence[str], paths: Mapping[str, Sequence[tuple[str, 
     """``names`` reordered so that every question comes after the questions on its path.
 
     Stable: questions keep their order where the paths allow (``bar`` and
-    ``bulge_size`` follow ``merger``, which the network outputs after them). Questions missing from ``paths`` or
-    from ``names`` add no constraint.
+    ``bulge_size`` follow ``merger``, which the network outputs after them). Questions
+    missing from ``paths`` or from ``names`` add no constraint.
 
     Raises
     ------

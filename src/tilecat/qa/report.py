@@ -159,7 +159,9 @@ def _priors(table: Any) -> Section:
         s.add(note_html("Shift test (detect, then correct): an EM estimate is used only where "
                         "the survey rejects the prior of the calibrated outputs "
                         + (f"at level {alpha:g}" if alpha else "(disabled: always used)")
-                        + "; answers: likelihood ratio of the EM estimate vs chi2(K - 1); "
+                        + "; answers: likelihood ratio of the EM estimate vs chi2(K - 1), "
+                        "two-sample where the card gives the size of the labelled set the "
+                        "calibration was fitted on (aggregate.shift_test_labelled); "
                         "N(z): Neyman smooth test of a location/width change vs chi2(2) "
                         "(aggregate.shift_test_alpha)."))
     if em and em.get("log"):

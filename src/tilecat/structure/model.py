@@ -39,7 +39,8 @@ from torch import nn
 from ..morphology.net import DEFAULT_ARCH, MLP, Trunk
 
 __all__ = ["TARGETS", "StructureNet", "MirrorAveraged", "build", "gaussian_nll",
-           "beta_feature", "profile_feature", "psf_profile_feature", "add_beta_input", "widen_inputs",
+           "beta_feature", "profile_feature", "psf_profile_feature", "add_beta_input",
+           "widen_inputs",
            "predict_structure", "MIRROR_SIGN", "LOG_SIGMA_MIN",
            "LOG_SIGMA_MAX", "BETA_MIN", "TTA_MODES"]
 
@@ -302,7 +303,8 @@ def widen_inputs(net: StructureNet, arch: dict[str, Any]) -> StructureNet:
 
     The new network has ``arch`` and every weight of ``net``; the first MLP layer's
     weights of the added features (appended after the old ones: beta, then the
-    profile, then the PSF's profile) are zero, so it computes exactly what ``net`` computed until trained.
+    profile, then the PSF's profile) are zero, so it computes exactly what ``net``
+    computed until trained.
 
     Raises
     ------
