@@ -472,7 +472,8 @@ def shift_test(stats: np.ndarray, group: PriorGroup, alpha: float) -> dict[str, 
     outputs' implied prior to the labelled set's class fractions), so under "the survey
     has the labelled set's class mix" the EM estimate differs from ``P_T`` by the
     survey's sampling error *and* the labelled set's. Taking both with the same
-    information per object, the Wald form of the LR scales as ``n_eff / m`` plus one:
+    information per object, the variance of that difference is ``1 + n_eff / m`` times
+    the survey's alone, and the LR (a Wald statistic asymptotically) is divided by it:
     ``statistic = LR m / (m + n_eff)`` (``n_eff``: the survey's summed tree weights),
     the two-sample test. It changes nothing for a survey much smaller than the
     labelled set and caps the power of a large one at what the labelled set can
@@ -507,10 +508,11 @@ def shift_test(stats: np.ndarray, group: PriorGroup, alpha: float) -> dict[str, 
     n_eff = float(stats[k])
     gain = float(stats[k + 1] - stats[k + 2])
     d = group.tilt_degree
+    two_sample = not d and group.n_labelled > 0 and n_eff > 0
     if not d:
         what = "likelihood ratio"
         statistic = max(2.0 * gain, 0.0)
-        if group.n_labelled > 0 and n_eff > 0:
+        if two_sample:
             what = "two-sample likelihood ratio"
             statistic *= group.n_labelled / (group.n_labelled + n_eff)
         dof = int((group.prior_train > 0).sum()) - 1
@@ -534,8 +536,7 @@ def shift_test(stats: np.ndarray, group: PriorGroup, alpha: float) -> dict[str, 
     return {"test": what, "statistic": statistic, "dof": dof, "p_value": p,
             "alpha": float(alpha), "gated": bool(alpha > 0 and not p < alpha),
             "n_eff": n_eff, "loglik_gain": gain,
-            **({"n_labelled": float(group.n_labelled)} if group.n_labelled > 0 and not d
-               else {})}
+            **({"n_labelled": float(group.n_labelled)} if two_sample else {})}
 
 
 def _iterate(groups: Sequence[PriorGroup], free: Sequence[PriorGroup], map_reduce: MapReduce,
