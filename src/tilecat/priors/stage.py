@@ -405,8 +405,9 @@ def plan_correction(config: Mapping[str, Any], schema: Any) -> Correction | None
                                   if g.list_column else
                                   float(acfg.get("em_prior_strength", EM_PRIOR_STRENGTH)),
                                   tilt_degree=NZ_TILT_DEGREE if g.list_column else 0,
-                                  n_labelled=0.0 if g.list_column or not two_sample
-                                  else n_labelled.get(g.name, 0.0)))
+                                  # shift_test uses it for classes only
+                                  n_labelled=n_labelled.get(g.name, 0.0) if two_sample
+                                  else 0.0))
     alpha = acfg.get("shift_test_alpha", SHIFT_TEST_ALPHA)
     return Correction(groups=groups, calibrators=calibrators, prior_groups=pgroups,
                       models=info, grid=grid, em_tol=float(acfg.get("em_tol", 1e-6)),

@@ -13,6 +13,9 @@ __all__ = ["train_structure", "structure_targets", "transform_structure", "to_co
 
 VERSION = "1"
 
+#: arch keys a warm start may add to the saved network (:func:`train_structure`)
+WIDENABLE: tuple[str, ...] = ("psf_beta_input", "profile_radii", "psf_profile")
+
 #: exponent of :func:`blurred_beta`: p(beta) = P0 + P1 ln(beta)
 _BLUR_P0, _BLUR_P1 = 0.235, 0.728
 
@@ -224,13 +227,11 @@ def train_structure(
         arch = dict(start_card.get("arch") or arch)
         init_training = start_card.get("training")
         net = start.net
-        added: dict[str, Any] = {}
-        if asked.get("psf_beta_input") and not arch.get("psf_beta_input"):
-            added["psf_beta_input"] = True
-        if asked.get("profile_radii") and not arch.get("profile_radii"):
-            added["profile_radii"] = [float(r) for r in asked["profile_radii"]]
-        if asked.get("psf_profile") and not arch.get("psf_profile"):
-            added["psf_profile"] = True
+        # inputs a warm start may add (widen_inputs), in the order their features go
+        added: dict[str, Any] = {k: asked[k] for k in WIDENABLE
+                                 if asked.get(k) and not arch.get(k)}
+        if "profile_radii" in added:
+            added["profile_radii"] = [float(r) for r in added["profile_radii"]]
         if added:
             arch.update(added)
             net = widen_inputs(net, arch)
