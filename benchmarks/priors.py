@@ -53,7 +53,9 @@ shipped card). Every morphology survey is also aggregated *ungated* (EM on every
 question, whatever the card's self-/transfer tests and the shift test say), and a table
 per question and answer prints the true fraction, the prior the catalog uses, the ungated
 EM estimate, their relative errors, the EM error over its statistical error and both
-runs' shift tests; a closing table compares the variants (worst relative error on the
+runs' shift tests (where the catalog keeps ``P_T``, its error over the sampling error of
+two samples, the m labelled answers ``P_T`` was counted on and the survey's n:
+se^2 = p (1 - p) (1/m + 1/n), ``model_morph_kept_prior_max_abs_z``); a closing table compares the variants (worst relative error on the
 shifted survey, questions with a significant shift on the training-mix survey). With the
 trained morphology model (8000-object surveys) the recalibrated BCTS maps make no false
 detection on the training-mix survey; the shipped card's maps (fitted in training
@@ -175,19 +177,31 @@ def evaluate(catalog: Path, truth: pa.Table) -> dict[str, Any]:
         # to by truth) and the mean calibrated output per true class (label shift
         # assumes these do not change between surveys)
         index = {q.name: j for j, q in enumerate(QUESTIONS)}
-        z, means = {}, {}
+        z, means, kept_z = {}, {}, {}
         for g in morph:
             y = targets[:, index[g.name]]
             ok = y >= 0
             pc = group_values(table, g, "cal")[ok]
             means[g.name] = [pc[y[ok] == c].mean(axis=0).tolist() if (y[ok] == c).sum() >= 5
                              else None for c in range(len(g.labels))]
-            if meta["groups"][g.name]["source"] != "em" or ok.sum() < 20:
+            if meta["groups"][g.name]["source"] != "em":
+                # P_T kept: its error against the survey's realised fractions is the
+                # sampling noise of two samples, the m labelled answers P_T was counted
+                # on and the survey's own answers: se^2 = p (1 - p) (1/m + 1/n)
+                m = out["shift_tests"].get(g.name, {}).get("n_labelled", 0.0)
+                if m > 0 and ok.sum() >= 20:
+                    kept_z[g.name] = [
+                        [k, float((used[g.name][k] - p) / np.sqrt(p * (1 - p)
+                                                                  * (1 / m + 1 / ok.sum())))]
+                        for k, p in enumerate(true[g.name]) if p >= 0.01]
+                continue
+            if ok.sum() < 20:
                 continue
             se = prior_standard_errors(pc, train[g.name], used[g.name])
             z[g.name] = [[k, float((used[g.name][k] - true[g.name][k]) / se[k]), float(se[k])]
                          for k in range(len(g.labels)) if true[g.name][k] >= 0.01]
         out["em_z"] = z
+        out["kept_z"] = kept_z
         out["max_abs_z"] = max((abs(v[1]) for rows in z.values() for v in rows), default=None)
         out["class_means"] = means
         out["source"] = {q: v["source"] for q, v in meta["groups"].items()}
@@ -235,6 +249,11 @@ def _print_eval(title: str, ev: dict[str, Any]) -> None:
             print("  EM error / its statistical error (answers >= 1%): " + "; ".join(
                 f"{q} " + " ".join(f"{v[1]:+.1f}" for v in rows)
                 for q, rows in ev["em_z"].items()))
+        if ev.get("kept_z"):
+            print("  training prior kept: its error / the sampling error of labelled set and "
+                  "survey (answers >= 1%): " + "; ".join(
+                      f"{q} " + " ".join(f"{v[1]:+.1f}" for v in rows)
+                      for q, rows in ev["kept_z"].items()))
         print(f"  mean |post - cal| = {ev['mean_abs_post_minus_cal']:.4f}, largest "
               f"|estimated - training prior| = {ev['max_prior_shift']:.4f}")
     if ev.get("shift_tests"):
@@ -282,6 +301,7 @@ def _print_classes(ev: dict[str, Any], ungated: dict[str, Any] | None, alpha: fl
                  if t else "no test (not estimated)")
         line = f"  {q:11s} used: {src.split(' (')[0]}; {gated}"
         z_rows: dict[int, float] = {}
+        kept = {int(v[0]): v[1] for v in ev.get("kept_z", {}).get(q, [])}
         if ungated is not None:
             tu = ungated["shift_tests"].get(q)
             if tu:
@@ -292,7 +312,8 @@ def _print_classes(ev: dict[str, Any], ungated: dict[str, Any] | None, alpha: fl
         for k, tr in enumerate(true):
             used = ev["used"][q][k]
             row = (f"      {question(q).answers[k]:9s} true {tr:.4f}  P_T {ev['train'][q][k]:.4f}"
-                   f"  used {used:.4f} ({_rel(used, tr):+.3f})")
+                   f"  used {used:.4f} ({_rel(used, tr):+.3f}"
+                   + (f", z {kept[k]:+.1f})" if k in kept else ")"))
             if ungated is not None:
                 em = ungated["used"][q][k]
                 z = z_rows.get(k)
@@ -670,6 +691,9 @@ def main() -> None:
         "model_morph_ece_post": r(m_s.get("ece", {}).get("post")),
         "model_morph_prior_max_rel_err": r(m_s.get("prior", {}).get("max_rel_err")),
         "model_morph_prior_max_abs_z": r(m_s.get("max_abs_z")),
+        "model_morph_kept_prior_max_abs_z": r(max(
+            (abs(v[1]) for rows in m_s.get("kept_z", {}).values() for v in rows),
+            default=None)),
         "model_morph_em_questions": sorted(q for q, v in m_s.get("source", {}).items()
                                            if v == "em") if m_s else None,
         "model_morph_label_shift_violation": r(max(real.get(
