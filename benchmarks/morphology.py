@@ -16,13 +16,17 @@ missing):
   the same S/N > 20 galaxies; fraction of truths within the CNN's 1-sigma error; median
   bias and the figures per bin of the r band's PSF FWHM and Moffat beta. The structure
   model gets the stamp set's true per-object PSF FWHM (and Moffat beta, for models taking
-  it) in place of the values the pipeline measures on each tile's stars.
+  it) in place of the values the pipeline measures on each tile's stars. Idealised
+  round exponential disks (:mod:`tilecat.structure.disk`: r50 1.0-2.5", one Moffat PSF
+  of FWHM 1.1" or 1.5" and beta 3.5 in every band) check the catalog's r50 against an
+  exact truth in units of its stated (calibrated) error: ``disk_r50_rel_err``,
+  ``disk_r50_max_abs_z``.
 
     python benchmarks/morphology.py [--heldout STORE] [--sim-config config/stamps/morphology-bars.yaml]
 
 The last line is a JSON object with top_level_accuracy_snr20, spin_accuracy,
 r50_median_rel_err_snr20, r50_median_rel_err_sep, r50_median_rel_err_statmorph,
-r50_within_1sigma, r50_median_bias_snr20, r50_by_psf_snr20 and more.
+r50_within_1sigma, r50_median_bias_snr20, r50_by_psf_snr20, disk_r50_max_abs_z and more.
 """
 
 from __future__ import annotations
@@ -44,7 +48,12 @@ from tilecat.morphology.labels import encode
 from tilecat.morphology.metrics import (ARMS_RESOLVED_R50_PER_FWHM, arms_resolved,
                                        morphology_metrics, structure_metrics)
 from tilecat.morphology.tree import QUESTIONS
+from tilecat.structure.disk import disk_check
 from tilecat.structure.model import predict_structure
+
+#: idealised disks of the structure check: half-light radii and PSF FWHMs [arcsec]
+DISK_R50: tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.5)
+DISK_FWHM: tuple[float, ...] = (1.1, 1.5)
 
 
 def _ensure(path: Path, n: int, seed: int, sim_config: str | None) -> None:
@@ -264,6 +273,15 @@ def main() -> None:
         if key != "all":
             print(f"    {key:18s} {row['n']:5d} {row['rel_err']:9.3f} {row['bias']:+7.3f} "
                   f"{row['within_1sigma']:8.3f}")
+    # idealised round exponential disks (one Moffat PSF, beta 3.5, in every band; flux
+    # 1500 sigma per band): the catalog's r50 against the exact truth in its stated sigma
+    disks = disk_check(head_s, lhs, DISK_R50, DISK_FWHM, pixel_scale=data.pixel_scale)
+    print("  idealised round exponential disks (8 noise seeds each; catalog r50, "
+          "calibrated error): (mean - true) / true (in sigma)")
+    for fwhm in DISK_FWHM:
+        print(f"    PSF FWHM {fwhm}\": " + "  ".join(
+            f"{d['r50']}\" {d['rel']:+.1%} ({d['z']:+.1f})" for d in disks
+            if d["fwhm"] == fwhm))
     print(json.dumps({
         "top_level_accuracy": round(mm["top_level_accuracy"], 4),
         "top_level_accuracy_snr20": round(mm["top_level_accuracy_snr20"], 4),
@@ -292,6 +310,8 @@ def main() -> None:
                              for k, row in by_psf.items() if k != "all"},
         "sersic_n_median_rel_err": sm.get("sersic_n_median_rel_err"),
         "e_rms": sm.get("e_rms"),
+        "disk_r50_rel_err": {f"{d['r50']}/{d['fwhm']}": round(d["rel"], 4) for d in disks},
+        "disk_r50_max_abs_z": round(max(abs(d["z"]) for d in disks), 3),
         "n_objects": len(data),
     }))
 

@@ -2,7 +2,9 @@
 heteroscedastic (Gaussian NLL) uncertainties, learnt from simulator truth.
 
 Modules: :mod:`.model` (network, loss, mirror-averaged inference), :mod:`.head` (the
-``structure`` inference head), :mod:`.train` (``train_structure``).
+``structure`` inference head), :mod:`.train` (``train_structure``), :mod:`.calibrate`
+(the card's mean map and sigma scale), :mod:`.disk` (idealised exponential disks: the
+PSF-correction check).
 """
 
 from __future__ import annotations
