@@ -26,7 +26,8 @@ missing):
 
 The last line is a JSON object with top_level_accuracy_snr20, spin_accuracy,
 r50_median_rel_err_snr20, r50_median_rel_err_sep, r50_median_rel_err_statmorph,
-r50_within_1sigma, r50_median_bias_snr20, r50_by_psf_snr20, disk_r50_max_abs_z and more.
+r50_within_1sigma, r50_median_bias_snr20, r50_by_psf_snr20, disk_r50_max_abs_z and
+more.
 """
 
 from __future__ import annotations

@@ -55,8 +55,9 @@ per question and answer prints the true fraction, the prior the catalog uses, th
 EM estimate, their relative errors, the EM error over its statistical error and both
 runs' shift tests (where the catalog keeps ``P_T``, its error over the sampling error of
 two samples, the m labelled answers ``P_T`` was counted on and the survey's n:
-se^2 = p (1 - p) (1/m + 1/n), ``model_morph_kept_prior_max_abs_z``); a closing table compares the variants (worst relative error on the
-shifted survey, questions with a significant shift on the training-mix survey). With the
+se^2 = p (1 - p) (1/m + 1/n), ``model_morph_kept_prior_max_abs_z``); a closing table
+compares the variants (worst relative error on the shifted survey, questions with a
+significant shift on the training-mix survey). With the
 trained morphology model (8000-object surveys) the recalibrated BCTS maps make no false
 detection on the training-mix survey; the shipped card's maps (fitted in training
 conditions) detect a roundness shift there because their cigar outputs do not carry over
