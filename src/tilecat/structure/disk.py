@@ -78,10 +78,9 @@ def disk_check(head: Any, loaded: Any, r50s: Sequence[float], fwhms: Sequence[fl
     """
     from .model import predict_structure
 
-    given = {"psf_fwhm": None, "psf_beta": beta}
     rows = []
     for fwhm in fwhms:
-        given["psf_fwhm"] = fwhm
+        given = {"psf_fwhm": fwhm, "psf_beta": beta}  # the model's per-object inputs
         for r50 in r50s:
             stamps = exponential_disk_stamps(r50, n, pixel_scale=pixel_scale, flux=flux,
                                              fwhm=fwhm, beta=beta)
