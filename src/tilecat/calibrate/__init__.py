@@ -3,7 +3,8 @@
 Modules: :mod:`.metrics` (ECE, Brier, reliability, PIT/CRPS), :mod:`.calibrators`
 (the maps and their JSON form), :mod:`.fit` (fitting them), :mod:`.groups` (a model
 card's probability vectors and their ``_raw``/``_cal``/``_post`` columns),
-:mod:`.selftest` (can EM prior estimation be trusted with this model?), :mod:`.card`
+:mod:`.selftest` (can EM prior estimation be trusted with this model?), :mod:`.reach`
+(tree-consistent maps of conditional questions), :mod:`.card`
 (the card's ``calibration`` section), :mod:`.labelled` (labelled sets), :mod:`.run`
 (``tilecat calibrate``). Imports are lazy.
 """

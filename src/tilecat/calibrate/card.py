@@ -14,7 +14,9 @@ photo-z PDF (``"z"``), whose metrics are PIT/CRPS and PIT histograms instead of
 ECE/Brier and reliability tables. Each group's metrics include the EM self-test
 (:mod:`tilecat.calibrate.selftest`), and the EM transfer test when a check set in other
 observing conditions was given; a map that sets the class balance (BCTS, isotonic)
-stores the labelled set's class fractions as its ``prior``.
+stores the labelled set's class fractions as its ``prior``. BCTS maps of conditional
+questions are made tree-consistent (:mod:`tilecat.calibrate.reach`) and store the
+offsets added to their biases as ``tree_offset``.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
                          f"{list(PDF_METHODS)}")
     section: dict[str, Any] = {"method": method, "pdf_method": pdf_method, "groups": {},
                                "metrics": {}, "fitted_on": dict(source or {})}
+    fitted: dict[str, tuple[Calibrator, np.ndarray]] = {}  # class maps and their prior
     for g in card_groups(card):
         if g.name not in probs:
             continue
@@ -170,18 +173,18 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
             implicit = class_method in IMPLICIT_PRIOR
             if len(y) >= MIN_OBJECTS:
                 cal = fit_calibrator(class_method, p, y)
-            q = cal.apply(p)
-            entry = {"before": _round(class_scores(p, y)), "after": _round(class_scores(q, y)),
-                     "reliability_before": reliability(p, y),
-                     "reliability_after": reliability(q, y)}
+            entry = _class_metrics(p, y, cal)
             group = cal.to_dict()
             if implicit and len(y) >= MIN_OBJECTS:
                 # the map sets the class balance: the calibrated outputs carry the
                 # labelled set's class fractions as their prior
                 freq = np.bincount(y, minlength=len(g.labels)) / len(y)
                 group["prior"] = [round(float(v), 8) for v in np.maximum(freq, 1e-6)]
+                fitted[g.name] = (cal, np.asarray(group["prior"]))
         section["groups"][g.name] = group
         section["metrics"][g.name] = entry
+    if method == "bcts" and fitted and targets is not None:
+        _tree_consistent(section, fitted, probs, targets)
     classes = [g for g in card_groups(card) if not g.list_column and g.name in probs
                and targets is not None and g.name in targets]
     if classes:
@@ -194,6 +197,42 @@ def fit_card_calibration(card: Mapping[str, Any], probs: Mapping[str, np.ndarray
     if check is not None:
         _transfer_tests(card, section, check)
     return section
+
+
+def _class_metrics(p: np.ndarray, y: np.ndarray, cal: Calibrator) -> dict[str, Any]:
+    """Scores and reliability tables of a class group before and after its map."""
+    q = cal.apply(p)
+    return {"before": _round(class_scores(p, y)), "after": _round(class_scores(q, y)),
+            "reliability_before": reliability(p, y), "reliability_after": reliability(q, y)}
+
+
+def _tree_consistent(section: dict[str, Any], fitted: Mapping[str, tuple[Calibrator, Any]],
+                     probs: Mapping[str, np.ndarray], targets: Mapping[str, np.ndarray]
+                     ) -> None:
+    """Make the conditional questions' BCTS maps tree-consistent (:mod:`.reach`), in place.
+
+    Each adjusted group stores the added offsets as ``tree_offset`` and its ``after``
+    metrics are recomputed with the adjusted map.
+    """
+    from ..morphology.tree import QUESTIONS
+    from ..priors.tree import MORPHOLOGY_PATHS, parents
+    from .reach import tree_consistent
+
+    answers = {q.name: q.answers for q in QUESTIONS}
+    paths = {n: parents(n, answers) for n in fitted if n in MORPHOLOGY_PATHS}
+    adjusted = tree_consistent({n: c for n, (c, _) in fitted.items()},
+                               {n: probs[n] for n in fitted},
+                               {n: prior for n, (_, prior) in fitted.items()}, paths)
+    for name, cal in adjusted.items():
+        old = fitted[name][0]
+        if cal is old:
+            continue
+        p, y = np.asarray(probs[name], np.float64), np.asarray(targets[name], np.int64)
+        ok = (y >= 0) & np.isfinite(p).all(axis=1)
+        offset = np.asarray(cal.to_dict()["bias"]) - np.asarray(old.to_dict()["bias"])
+        section["groups"][name] = {**cal.to_dict(), "prior": section["groups"][name]["prior"],
+                                   "tree_offset": [round(float(v), 6) for v in offset]}
+        section["metrics"][name].update(_class_metrics(p[ok], y[ok], cal))
 
 
 def _transfer_tests(card: Mapping[str, Any], section: dict[str, Any], check: Any) -> None:

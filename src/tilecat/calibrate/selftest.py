@@ -5,7 +5,9 @@ outputs are the exact posteriors under the training priors". With a weak classif
 the likelihood is nearly flat, and small residual miscalibration drives the estimate
 to the edge of the simplex (e.g. 100% of one answer); and a conditional question of
 the decision tree is estimated over objects weighted by their probability of reaching
-it, so a weak parent question lets objects of other branches leak in. The test fits
+it, so a weak parent question lets objects of other branches leak in (BCTS maps are made
+tree-consistent against this, :mod:`tilecat.calibrate.reach`, here on the fitting half as
+in the card). The test fits
 the calibration maps on a random half of the labelled set (fixed seed), runs EM
 exactly as the aggregate step does (all questions jointly, tree weights, every object)
 on the other half, and compares each estimate with that half's true class fractions
@@ -168,17 +170,30 @@ def tree_self_test(method: str, probs: Mapping[str, np.ndarray], targets: Mappin
     n = probs[names[0]].shape[0]
     perm = np.random.default_rng(0).permutation(n)
     a, b = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
-    entries = []
+    cals, starts = {}, {}
     for q in QUESTIONS:
         if q.name not in names:
             continue
         p, y = np.asarray(probs[q.name], np.float64), np.asarray(targets[q.name], np.int64)
         fa = a[y[a] >= 0]
-        cal = fit_calibrator(method, p[fa], y[fa]) if len(fa) >= min_objects else Identity()
-        start = np.asarray(priors[q.name], np.float64)
+        cals[q.name] = (fit_calibrator(method, p[fa], y[fa]) if len(fa) >= min_objects
+                        else Identity())
+        starts[q.name] = np.asarray(priors[q.name], np.float64)
         if implicit and len(fa) >= min_objects:
-            start = np.maximum(np.bincount(y[fa], minlength=len(q.answers)) / len(fa), 1e-6)
-        entries.append((q, cal.apply(p[b]), start, y[b]))
+            starts[q.name] = np.maximum(np.bincount(y[fa], minlength=len(q.answers)) / len(fa),
+                                        1e-6)
+    if method == "bcts":  # as fit_card_calibration: tree-consistent maps (on half a)
+        from ..priors.tree import MORPHOLOGY_PATHS, parents
+        from .reach import tree_consistent
+
+        answers = {q.name: q.answers for q in QUESTIONS}
+        fitted = [n for n in names if cals[n].kind == "bcts"]
+        cals.update(tree_consistent(
+            {n: cals[n] for n in fitted}, {n: np.asarray(probs[n], np.float64)[a] for n in fitted},
+            {n: starts[n] for n in fitted},
+            {n: parents(n, answers) for n in fitted if n in MORPHOLOGY_PATHS}))
+    entries = [(q, cals[q.name].apply(np.asarray(probs[q.name], np.float64)[b]), starts[q.name],
+                np.asarray(targets[q.name], np.int64)[b]) for q in QUESTIONS if q.name in names]
     return _tree_em(entries, min_objects)
 
 
