@@ -187,11 +187,9 @@ def tree_self_test(method: str, probs: Mapping[str, np.ndarray], targets: Mappin
         from .reach import tree_consistent
 
         answers = {q.name: q.answers for q in QUESTIONS}
-        fitted = [n for n in names if cals[n].kind == "bcts"]
-        cals.update(tree_consistent(
-            {n: cals[n] for n in fitted}, {n: np.asarray(probs[n], np.float64)[a] for n in fitted},
-            {n: starts[n] for n in fitted},
-            {n: parents(n, answers) for n in fitted if n in MORPHOLOGY_PATHS}))
+        cals = tree_consistent(cals, {n: np.asarray(probs[n], np.float64)[a] for n in names},
+                               starts, {n: parents(n, answers) for n in names
+                                        if n in MORPHOLOGY_PATHS})
     entries = [(q, cals[q.name].apply(np.asarray(probs[q.name], np.float64)[b]), starts[q.name],
                 np.asarray(targets[q.name], np.int64)[b]) for q in QUESTIONS if q.name in names]
     return _tree_em(entries, min_objects)
