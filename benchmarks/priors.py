@@ -132,9 +132,9 @@ sets, recalibrated variant: the training-mix surveys make no detection in either
 within 10% (spiral_arms/yes +8.4% / +7.2%, z +5.7 / +4.9: its "no" answer mixes
 featured mergers, lenticulars and irregulars, and with mergers 10x rarer p(x | no)
 changes, the largest label-shift violation of the mean calibrated output, 0.030 / 0.027;
-merger/yes +1.7% / +3.2%;
-edge_on/yes +0.1% / -0.5%; t/smooth -3.1% / -3.2%), ungated EM roundness/round -2.8% /
--1.0% (was -8%), bulge_size/large +1.8% / +2.3% (was +9%). What stays above 10% is a
+merger/yes +1.7% / +3.2%; edge_on/yes +0.1% / -0.5%; t/smooth -3.1% / -3.2%), ungated EM
+roundness/round -2.8% / -1.0% (was -8%), bulge_size/large +1.8% / +2.3% (was +9%). What
+stays above 10% is a
 prior kept at P_T: roundness/cigar, 3% of the 12% smooth galaxies (0.43% of the survey's
 objects), whose P_T comes from ~100 labelled cigars (seed 1 -12.4%, z -1.0). Over the
 answers that are at least 1% of the survey's objects (``used, >= 1% of objects``;
