@@ -214,15 +214,12 @@ def _tree_consistent(section: dict[str, Any], fitted: Mapping[str, tuple[Calibra
     Each adjusted group stores the added offsets as ``tree_offset`` and its ``after``
     metrics are recomputed with the adjusted map.
     """
-    from ..morphology.tree import QUESTIONS
-    from ..priors.tree import MORPHOLOGY_PATHS, parents
-    from .reach import tree_consistent
+    from .reach import morphology_paths, tree_consistent
 
-    answers = {q.name: q.answers for q in QUESTIONS}
-    paths = {n: parents(n, answers) for n in fitted if n in MORPHOLOGY_PATHS}
     adjusted = tree_consistent({n: c for n, (c, _) in fitted.items()},
                                {n: probs[n] for n in fitted},
-                               {n: prior for n, (_, prior) in fitted.items()}, paths)
+                               {n: prior for n, (_, prior) in fitted.items()},
+                               morphology_paths(list(fitted)))
     for name, cal in adjusted.items():
         old = fitted[name][0]
         if cal is old:

@@ -29,13 +29,13 @@ they are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .calibrators import BiasTemperature, Calibrator
 
-__all__ = ["tree_consistent", "reach_offsets"]
+__all__ = ["tree_consistent", "reach_offsets", "morphology_paths"]
 
 
 def reach_offsets(cal: BiasTemperature, p: np.ndarray, weights: np.ndarray,
@@ -77,6 +77,16 @@ def reach_offsets(cal: BiasTemperature, p: np.ndarray, weights: np.ndarray,
     return d
 
 
+def morphology_paths(names: Sequence[str]
+                     ) -> dict[str, tuple[tuple[str, tuple[int, ...]], ...]]:
+    """The morphology tree paths (answer indices) of the questions in ``names``."""
+    from ..morphology.tree import QUESTIONS
+    from ..priors.tree import MORPHOLOGY_PATHS, parents
+
+    answers = {q.name: q.answers for q in QUESTIONS}
+    return {n: parents(n, answers) for n in names if n in MORPHOLOGY_PATHS}
+
+
 def tree_consistent(calibrators: Mapping[str, Calibrator], probs: Mapping[str, np.ndarray],
                     priors: Mapping[str, np.ndarray],
                     paths: Mapping[str, tuple[tuple[str, tuple[int, ...]], ...]]
@@ -95,7 +105,7 @@ def tree_consistent(calibrators: Mapping[str, Calibrator], probs: Mapping[str, n
         (``P_T`` of the calibrated outputs), shape ``(K,)``.
     paths : mapping
         Question -> its path from the root as (parent, answer indices) pairs
-        (:func:`tilecat.priors.tree.parents`).
+        (:func:`morphology_paths`).
 
     Returns
     -------

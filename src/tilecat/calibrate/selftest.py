@@ -183,13 +183,10 @@ def tree_self_test(method: str, probs: Mapping[str, np.ndarray], targets: Mappin
             starts[q.name] = np.maximum(np.bincount(y[fa], minlength=len(q.answers)) / len(fa),
                                         1e-6)
     if method == "bcts":  # as fit_card_calibration: tree-consistent maps (on half a)
-        from ..priors.tree import MORPHOLOGY_PATHS, parents
-        from .reach import tree_consistent
+        from .reach import morphology_paths, tree_consistent
 
-        answers = {q.name: q.answers for q in QUESTIONS}
         cals = tree_consistent(cals, {n: np.asarray(probs[n], np.float64)[a] for n in names},
-                               starts, {n: parents(n, answers) for n in names
-                                        if n in MORPHOLOGY_PATHS})
+                               starts, morphology_paths(names))
     entries = [(q, cals[q.name].apply(np.asarray(probs[q.name], np.float64)[b]), starts[q.name],
                 np.asarray(targets[q.name], np.int64)[b]) for q in QUESTIONS if q.name in names]
     return _tree_em(entries, min_objects)
