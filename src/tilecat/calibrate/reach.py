@@ -3,7 +3,7 @@
 A conditional question of the morphology tree is calibrated on the objects it applies
 to (by truth), but the aggregate step estimates its prior over *every* object, each
 weighted by its calibrated probability of reaching the question (the product of its
-parents' answers: :func:`tilecat.priors.em.reach_weights`). An object of another branch
+parents' answers: :func:`tilecat.priors.em.path_weights`). An object of another branch
 then adds, with its small reach weight, its outputs for a question that does not apply
 to it: an edge-on disk that is 5% "smooth" adds 5% of an object to the "cigar" answer
 of roundness. With the trained morphology model on 24000 held-out labelled stamps the
@@ -113,6 +113,7 @@ def tree_consistent(calibrators: Mapping[str, Calibrator], probs: Mapping[str, n
         Question -> map; adjusted BCTS maps for questions with a path whose parents
         all have maps, the given map otherwise.
     """
+    from ..priors.em import path_weights
     from ..priors.tree import parents_first
 
     out = dict(calibrators)
@@ -122,9 +123,7 @@ def tree_consistent(calibrators: Mapping[str, Calibrator], probs: Mapping[str, n
         p = np.asarray(probs[name], np.float64)
         path = paths.get(name, ())
         if path and isinstance(cal, BiasTemperature) and all(q in calibrated for q, _ in path):
-            w = np.ones(len(p))
-            for parent, answers in path:
-                w = w * calibrated[parent][:, list(answers)].sum(axis=1)
+            w = path_weights(calibrated, path, len(p))
             ok = np.isfinite(p).all(axis=1) & np.isfinite(w)
             target = np.asarray(priors[name], np.float64)
             d = reach_offsets(cal, p[ok], w[ok], target / target.sum())

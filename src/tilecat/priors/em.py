@@ -47,6 +47,7 @@ __all__ = [
     "Stats",
     "posteriors",
     "reach_weights",
+    "path_weights",
     "prepare_block",
     "block_stats",
     "stats_size",
@@ -233,12 +234,22 @@ def posteriors(block: Block, groups: Sequence[PriorGroup],
                             priors[g.name]) for g in groups}
 
 
-def reach_weights(post: Mapping[str, np.ndarray], group: PriorGroup, n: int) -> np.ndarray:
-    """Probability that each object reaches ``group`` in the tree, ``(n,)`` float64."""
+def path_weights(post: Mapping[str, np.ndarray],
+                 parents: Sequence[tuple[str, Sequence[int]]], n: int) -> np.ndarray:
+    """Probability that each object follows ``parents`` (a tree path), ``(n,)`` float64.
+
+    The product over the path of the summed probabilities ``post[parent]`` ``(n, K)`` of
+    the answers that lead on.
+    """
     w = np.ones(n, dtype=np.float64)
-    for parent, answers in group.parents:
+    for parent, answers in parents:
         w *= post[parent][:, list(answers)].sum(axis=1)
     return w
+
+
+def reach_weights(post: Mapping[str, np.ndarray], group: PriorGroup, n: int) -> np.ndarray:
+    """Probability that each object reaches ``group`` in the tree, ``(n,)`` float64."""
+    return path_weights(post, group.parents, n)
 
 
 def tilt_features(group: PriorGroup) -> np.ndarray:
